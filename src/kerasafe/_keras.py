@@ -1,0 +1,148 @@
+"""The one place kerasafe imports Keras, and every use of Keras's private modules.
+
+``import kerasafe`` must stay light (no framework import), so Keras is imported
+on first use through :func:`keras`. Keras's private saving helpers are used for
+the parts of its file layouts that only Keras itself defines (the walk that
+names every variable in a ``.weights.h5``); keeping all of them here means one
+file to fix when Keras moves them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pathlib
+
+
+def _choose_default_backend() -> None:
+    """Default to JAX (kerasafe's default install), unless the user chose a backend."""
+    if os.environ.get("KERAS_BACKEND"):
+        return
+    keras_home = pathlib.Path(os.environ.get("KERAS_HOME", pathlib.Path.home() / ".keras"))
+    if (keras_home / "keras.json").exists():
+        return  # the user's own keras.json decides
+    if importlib.util.find_spec("jax") is not None:
+        os.environ["KERAS_BACKEND"] = "jax"
+
+
+def keras():
+    """The ``keras`` module, imported on first call."""
+    import sys
+
+    if "keras" not in sys.modules:
+        _choose_default_backend()
+    import keras as _k
+
+    return _k
+
+
+def backend_name() -> str:
+    return keras().backend.backend()
+
+
+def saving_lib():
+    keras()
+    from keras.src.saving import saving_lib as lib
+
+    return lib
+
+
+def legacy_h5():
+    keras()
+    from keras.src.legacy.saving import legacy_h5_format
+
+    return legacy_h5_format
+
+
+def serialization_lib():
+    keras()
+    from keras.src.saving import serialization_lib as lib
+
+    return lib
+
+
+def to_numpy(variable):
+    return keras().ops.convert_to_numpy(variable)
+
+
+def model_from_config(config: dict, *, custom_objects=None, compile=True, safe_mode=True):
+    """Build a model from a Keras 3 serialized dict (the ``config.json`` schema)."""
+    lib = saving_lib()
+    config = dict(config)
+    if not compile:
+        config["compile_config"] = None
+    ser = serialization_lib()
+    with ser.ObjectSharingScope():
+        return ser.deserialize_keras_object(config, custom_objects, safe_mode=safe_mode)
+
+
+def serialize_model(model) -> dict:
+    """The Keras 3 serialized dict of ``model`` (what ``config.json`` holds)."""
+    ser = serialization_lib()
+    with ser.ObjectSharingScope():
+        return ser.serialize_keras_object(model)
+
+
+def save_state_h5(model, h5_target) -> None:
+    """Write ``model``'s state in Keras 3's ``.weights.h5`` layout to a path."""
+    lib = saving_lib()
+    store = lib.H5IOStore(h5_target, mode="w")
+    try:
+        lib._save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
+    finally:
+        store.close()
+
+
+def load_state_h5(model, h5_source, *, skip_mismatch=False) -> None:
+    """Read Keras 3's ``.weights.h5`` layout (a path or BytesIO) into ``model``.
+
+    Raises ValueError (from Keras) when a variable's shape does not fit.
+    """
+    lib = saving_lib()
+    store = lib.H5IOStore(h5_source, mode="r")
+    failed, messages = set(), {}
+    try:
+        lib._load_state(
+            model,
+            weights_store=store,
+            assets_store=None,
+            inner_path="",
+            skip_mismatch=skip_mismatch,
+            visited_saveables=set(),
+            failed_saveables=failed,
+            error_msgs=messages,
+        )
+    finally:
+        store.close()
+    if failed:
+        lib._raise_loading_failure(messages, warn_only=skip_mismatch)
+
+
+def ensure_optimizer_built(model) -> None:
+    """Create the optimizer's slot variables so saved state has somewhere to go."""
+    opt = getattr(model, "optimizer", None)
+    if opt is not None and not opt.built and model.trainable_variables:
+        opt.build(model.trainable_variables)
+
+
+class preserve_compile_config:
+    """Keep ``model``'s compile config as it was across a Keras call that mutates it.
+
+    Keras's legacy HDF5 writer pops "optimizer" from the live compile config
+    (``saving_utils.model_metadata``), so every later save of the same model would
+    lose its optimizer. kerasafe must not change the user's model by saving it.
+    """
+
+    def __init__(self, model):
+        self._holder = getattr(model, "_compile_config", None)
+        self._saved = None
+
+    def __enter__(self):
+        if self._holder is not None and isinstance(getattr(self._holder, "config", None), dict):
+            self._saved = dict(self._holder.config)
+        return self
+
+    def __exit__(self, *exc):
+        if self._saved is not None:
+            self._holder.config = self._saved
+        return False

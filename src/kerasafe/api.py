@@ -1,0 +1,207 @@
+"""kerasafe's public functions: argument checks and dispatch to the format table.
+
+Each function only decides *which* format and *where*; the formats do the
+bytes and :mod:`kerasafe.storage` makes every write atomic.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import warnings
+
+from . import _keras, errors, formats, storage
+from . import manifest as manifest_mod
+from .formats import architecture
+from .formats.base import ARCHITECTURE, WEIGHTS
+
+
+def _check_model(model, what: str) -> None:
+    if not (hasattr(model, "weights") and hasattr(model, "get_config")):
+        raise errors.KerasafeError(None, f"a Keras model to {what}", type(model).__name__, "pass a keras.Model")
+
+
+def _write(fmt, model, path, manifest, *, weights_only: bool, include_optimizer: bool) -> pathlib.Path:
+    target = pathlib.Path(os.fspath(path))
+    if fmt.holds == WEIGHTS or weights_only:
+        arch = _keras.serialize_model(model)
+        if not include_optimizer:
+            arch["compile_config"] = None
+        manifest["architecture"] = arch
+    commit = storage.atomic_directory if fmt.is_directory else storage.atomic_file
+    with commit(target) as tmp:
+        if weights_only:
+            fmt.write_weights(model, tmp, manifest)
+        else:
+            fmt.write(model, tmp, manifest, include_optimizer=include_optimizer)
+    return target
+
+
+def save(model, path, *, labels=None, preprocessing=None, metadata=None, include_optimizer=True, format=None) -> pathlib.Path:
+    """Save a whole model; the format follows the name (or ``format=``).
+
+    ``.keras``, ``.h5``/``.hdf5``, ``.weights.h5``, ``.safetensors``, ``.json``,
+    ``.yaml``/``.yml``; a name without suffix is a SavedModel directory; an
+    unknown suffix gets ``.keras`` content with a warning. ``labels``,
+    ``preprocessing`` and ``metadata`` travel inside the file (taken from
+    ``model.kerasafe`` when not given). The write is atomic: a crash leaves the
+    previous file intact.
+
+    Example:
+        >>> import keras, kerasafe as ks, tempfile, os
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> p = ks.save(m, os.path.join(tempfile.mkdtemp(), "m.keras"), labels=["no", "yes"])
+        >>> ks.load(p).kerasafe.labels
+        ('no', 'yes')
+    """
+    _check_model(model, "save")
+    fmt = formats.for_save(path, format)
+    manifest = manifest_mod.build(
+        model, labels=labels, preprocessing=preprocessing, metadata=metadata, include_optimizer=include_optimizer
+    )
+    return _write(fmt, model, path, manifest, weights_only=False, include_optimizer=include_optimizer)
+
+
+def save_weights(model, path, *, format=None) -> pathlib.Path:
+    """Save the weights (and, for kerasafe's own reading, the architecture) of ``model``.
+
+    ``.weights.h5`` is Keras 3's layout (optimizer state included); any other
+    ``.h5``/``.hdf5`` name gets Keras 2's layout, as the tutorials'
+    ``save_weights("model.h5")`` expects; ``.safetensors`` works too.
+
+    Example:
+        >>> import keras, kerasafe as ks, tempfile, os
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> p = ks.save_weights(m, os.path.join(tempfile.mkdtemp(), "model.h5"))
+        >>> ks.load_weights(m, p) is m
+        True
+    """
+    _check_model(model, "save weights of")
+    fmt = formats.for_save_weights(path, format)
+    manifest = manifest_mod.build(model)
+    return _write(fmt, model, path, manifest, weights_only=True, include_optimizer=True)
+
+
+def load(path, *, weights=None, compile=True, safe_mode=True, custom_objects=None):
+    """Load a model from any supported file or SavedModel directory, judged by content.
+
+    ``weights=`` joins an architecture (``.json``/``.yaml``) or a model with a
+    weights file of any supported kind. The result carries ``model.kerasafe``
+    (labels, preprocessing, metadata, writer facts). ``safe_mode=True`` refuses
+    anything that would run code from the file.
+
+    Example:
+        >>> import keras, kerasafe as ks, tempfile, os
+        >>> d = tempfile.mkdtemp()
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> _ = ks.save(m, os.path.join(d, "arch.json")); _ = ks.save_weights(m, os.path.join(d, "w.h5"))
+        >>> ks.load(os.path.join(d, "arch.json"), weights=os.path.join(d, "w.h5")).count_params()
+        8
+    """
+    p = storage.existing_path(path, "a saved model")
+    fmt = formats.detect(p)
+    model, manifest = fmt.read(p, compile=compile, safe_mode=safe_mode, custom_objects=custom_objects)
+    if weights is not None:
+        weights_manifest = _load_weights_into(model, weights, by_name=False, skip_mismatch=False)
+        manifest = manifest or weights_manifest
+    elif fmt.holds == ARCHITECTURE:
+        warnings.warn(f"{p}: architecture only; the model has freshly initialised weights (pass weights=...)", stacklevel=2)
+    return manifest_mod.attach(model, manifest_mod.ModelInfo.from_manifest(manifest, path=p, format=fmt.name))
+
+
+def _load_weights_into(model, path, *, by_name: bool, skip_mismatch: bool) -> dict | None:
+    p = storage.existing_path(path, "a weights file")
+    fmt = formats.detect(p)
+    if fmt.holds == ARCHITECTURE:
+        raise errors.UnsupportedOperationError(
+            p, "a file that holds weights", f"an {fmt.description} (no weights)", "pass the weights file (.h5, .weights.h5, .keras, .safetensors)"
+        )
+    if not model.built:
+        raise errors.KerasafeError(p, "a built model to receive weights", "an unbuilt model", "call the model on data or model.build(shape) first")
+    _keras.ensure_optimizer_built(model)
+    return fmt.read_weights(model, p, by_name=by_name, skip_mismatch=skip_mismatch)
+
+
+def load_weights(model, path, *, by_name=False, skip_mismatch=False):
+    """Load weights from any supported file into ``model`` and return ``model``.
+
+    Order decides which variable gets which array, or layer names with
+    ``by_name=True``; shapes that do not fit raise
+    :class:`kerasafe.errors.WeightsMismatchError` unless ``skip_mismatch=True``.
+
+    Example:
+        >>> import keras, kerasafe as ks, tempfile, os
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> p = ks.save_weights(m, os.path.join(tempfile.mkdtemp(), "w.weights.h5"))
+        >>> ks.load_weights(m, p).name == m.name
+        True
+    """
+    _check_model(model, "load weights into")
+    _load_weights_into(model, path, by_name=by_name, skip_mismatch=skip_mismatch)
+    return model
+
+
+def to_json(model) -> str:
+    """The architecture as Keras 3 JSON (what ``model.to_json()`` gives).
+
+    Example:
+        >>> import keras, kerasafe as ks
+        >>> '"class_name": "Sequential"' in ks.to_json(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
+        True
+    """
+    return formats.JSON.dumps(architecture.serialize(model))
+
+
+def from_json(text: str, *, custom_objects=None):
+    """A model (fresh weights) from architecture JSON written by ``to_json`` or Keras.
+
+    Example:
+        >>> import keras, kerasafe as ks
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> ks.from_json(ks.to_json(m)).count_params()
+        8
+    """
+    model, _ = architecture.model_from_config(architecture.parse_json(text), custom_objects=custom_objects)
+    return model
+
+
+def to_yaml(model) -> str:
+    """The architecture as YAML (Keras 3 removed ``model.to_yaml``; this brings it back).
+
+    Example:
+        >>> import keras, kerasafe as ks
+        >>> "class_name: Sequential" in ks.to_yaml(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]))
+        True
+    """
+    return formats.YAML.dumps(architecture.serialize(model))
+
+
+def from_yaml(text: str, *, custom_objects=None):
+    """A model from architecture YAML; read safely (python tags other than tuple are refused).
+
+    Example:
+        >>> import keras, kerasafe as ks
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> ks.from_yaml(ks.to_yaml(m)).count_params()
+        8
+    """
+    model, _ = architecture.model_from_config(architecture.parse_yaml(text), custom_objects=custom_objects)
+    return model
+
+
+def convert(src, dst, *, weights=None) -> pathlib.Path:
+    """Load ``src`` (joined with ``weights`` if given) and save it as ``dst``'s format.
+
+    Labels, preprocessing and metadata carry over; so does optimizer state where
+    both formats hold it.
+
+    Example:
+        >>> import keras, kerasafe as ks, tempfile, os
+        >>> d = tempfile.mkdtemp()
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> _ = ks.save(m, os.path.join(d, "m.h5"), labels=["a", "b"])
+        >>> ks.inspect(ks.convert(os.path.join(d, "m.h5"), os.path.join(d, "m.safetensors")))["labels"]
+        ['a', 'b']
+    """
+    model = load(src, weights=weights, compile=True)
+    return save(model, dst)

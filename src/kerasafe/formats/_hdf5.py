@@ -1,0 +1,161 @@
+"""HDF5 helpers shared by the HDF5 formats (full model, Keras 3 and Keras 2 weights)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import pathlib
+
+import h5py
+import numpy as np
+
+from .. import errors, storage
+from .. import manifest as manifest_mod
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def is_hdf5(head: bytes) -> bool:
+    # A user block can push the signature to 512, 1024, ... ; Keras never writes one,
+    # so the common case is decided from the first bytes without opening the file.
+    return head.startswith(HDF5_MAGIC)
+
+
+@contextlib.contextmanager
+def open_h5(path: pathlib.Path, mode: str = "r", *, expected: str = "an HDF5 file"):
+    try:
+        f = h5py.File(path, mode)
+    except OSError as exc:
+        raise errors.CorruptFileError(
+            path, expected, f"a file HDF5 cannot open ({_short(exc)})", "the file is truncated or damaged; save it again"
+        ) from None
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).split("\n")[0][:160]
+
+
+def attr_text(obj, name: str) -> str | None:
+    value = obj.attrs.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    return str(value)
+
+
+def attr_json(obj, name: str, path) -> dict | None:
+    text = attr_text(obj, name)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise errors.CorruptFileError(path, f"JSON in HDF5 attribute '{name}'", "unreadable text", "save the model again") from None
+
+
+def read_manifest(f: h5py.File, path) -> dict | None:
+    text = attr_text(f, manifest_mod.MANIFEST_KEY)
+    return None if text is None else manifest_mod.loads(text, path)
+
+
+def write_manifest(f: h5py.File, manifest: dict) -> None:
+    f.attrs[manifest_mod.MANIFEST_KEY] = manifest_mod.dumps(manifest)
+
+
+def reject_external_links(f: h5py.File, path) -> None:
+    """External links and external dataset storage make HDF5 read other files; refuse both."""
+    found: list[str] = []
+
+    def visit(name, link):
+        if isinstance(link, h5py.ExternalLink):
+            found.append(f"external link '{name}' -> {link.filename}:{link.path}")
+        return None
+
+    f.visititems_links(visit)
+    if found:
+        raise errors.UnsafeContentError(
+            path, "an HDF5 file whose data is all inside it", found[0], "remove the link, or copy the data into the file"
+        )
+
+    def visit_ds(name, obj):
+        if isinstance(obj, h5py.Dataset) and obj.external:
+            found.append(f"dataset '{name}' stored in external file {obj.external[0][0]!r}")
+
+    f.visititems(visit_ds)
+    if found:
+        raise errors.UnsafeContentError(
+            path, "an HDF5 file whose data is all inside it", found[0], "copy the data into the file"
+        )
+
+
+def datasets(group: h5py.Group) -> list[tuple[str, h5py.Dataset]]:
+    """Every dataset under ``group`` in a stable order (HDF5 keeps names sorted)."""
+    out: list[tuple[str, h5py.Dataset]] = []
+    group.visititems(lambda name, obj: out.append((name, obj)) if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def dataset_hashes(group: h5py.Group) -> dict[str, str]:
+    return {name: storage.hash_bytes(np.ascontiguousarray(ds[()])) for name, ds in datasets(group)}
+
+
+def verify_hashes(path, recorded: dict[str, str]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    with open_h5(path) as f:
+        for name, expected in recorded.items():
+            obj = f.get(name)
+            if not isinstance(obj, h5py.Dataset):
+                result[name] = "missing"
+                continue
+            actual = storage.hash_bytes(np.ascontiguousarray(obj[()]))
+            result[name] = "ok" if actual == expected else "mismatch"
+    return result
+
+
+def weights_summary(group: h5py.Group) -> tuple[int, int, dict[str, int]]:
+    """(parameter count, bytes, dtype counts) of every dataset under ``group``."""
+    params = nbytes = 0
+    dtypes: dict[str, int] = {}
+    for _name, ds in datasets(group):
+        n = int(np.prod(ds.shape)) if ds.shape else 1
+        params += n
+        nbytes += n * ds.dtype.itemsize
+        dtypes[str(ds.dtype)] = dtypes.get(str(ds.dtype), 0) + 1
+    return params, nbytes, dtypes
+
+
+def legacy_layer_table(weights_group: h5py.Group) -> list[dict]:
+    """Layer table of a Keras 2 style weights group (``layer_names`` + per-layer ``weight_names``)."""
+    rows = []
+    for raw in weights_group.attrs.get("layer_names", []):
+        name = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+        g = weights_group.get(name)
+        params = 0
+        if isinstance(g, h5py.Group):
+            params = sum(int(np.prod(ds.shape)) if ds.shape else 1 for _n, ds in datasets(g))
+        rows.append({"name": name, "class": None, "output_shape": None, "params": params})
+    return rows
+
+
+def config_layer_classes(config: dict | None) -> dict[str, str]:
+    """``{layer name: class name}`` from a model config of any Keras era."""
+    if not config:
+        return {}
+    inner = config.get("config", {})
+    layers = inner.get("layers", []) if isinstance(inner, dict) else inner
+    out = {}
+    for layer in layers or []:
+        if isinstance(layer, dict):
+            cfg = layer.get("config", {}) or {}
+            name = cfg.get("name", layer.get("name"))
+            if name:
+                out[name] = layer.get("class_name")
+    return out

@@ -1,0 +1,149 @@
+"""``.json`` and ``.yaml``/``.yml``: a model's architecture (Keras 3 schema), manifest alongside.
+
+The file is Keras's own serialized model (what ``model.to_json()`` gives) with
+one more top-level key, ``kerasafe``, holding the manifest; Keras's
+``model_from_json`` ignores it. YAML is the same object in YAML. YAML is read
+with a safe loader: ``!!python/tuple`` (which Keras 2 wrote) becomes a list,
+and every other ``python/`` tag is refused, so reading never runs code.
+"""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from .. import _keras, errors
+from .. import manifest as manifest_mod
+from .base import ARCHITECTURE, Format, apply_manifest, summary
+
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _ArchitectureLoader(_BaseLoader):
+    """SafeLoader plus the one python tag old Keras wrote: a tuple, read as a list."""
+
+
+_ArchitectureLoader.add_constructor(
+    "tag:yaml.org,2002:python/tuple", lambda loader, node: loader.construct_sequence(node)
+)
+
+
+def parse_yaml(text: str, path=None) -> object:
+    try:
+        return yaml.load(text, Loader=_ArchitectureLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.constructor.ConstructorError as exc:
+        tag = getattr(exc, "problem", "") or str(exc)
+        raise errors.UnsafeContentError(
+            path, "plain YAML data", f"a tag that would build Python objects ({tag.strip()})",
+            "kerasafe never runs code from YAML; remove the tag, or convert the file from a trusted copy",
+        ) from None
+    except yaml.YAMLError as exc:
+        raise errors.CorruptFileError(path, "YAML text", f"unparseable YAML ({str(exc).splitlines()[0]})", "fix or regenerate the file") from None
+
+
+def parse_json(text: str, path=None) -> object:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise errors.CorruptFileError(path, "JSON text", f"unparseable JSON ({exc})", "fix or regenerate the file") from None
+
+
+def split_manifest(config, path=None) -> tuple[dict, dict | None]:
+    """Separate kerasafe's manifest from the Keras config; check the config's shape."""
+    if not isinstance(config, dict) or "class_name" not in config:
+        found = type(config).__name__ if not isinstance(config, dict) else f"keys {sorted(config)[:5]}"
+        raise errors.CorruptFileError(path, "a Keras model config with 'class_name'", found, "pass a file written by to_json/to_yaml")
+    config = dict(config)
+    manifest = config.pop(manifest_mod.MANIFEST_KEY, None)
+    return config, manifest if isinstance(manifest, dict) else None
+
+
+def model_from_config(config, path=None, *, custom_objects=None, compile=True, safe_mode=True):
+    config, manifest = split_manifest(config, path)
+    if not isinstance(config.get("config"), dict):
+        raise errors.CorruptFileError(
+            path, "a Keras 3 config (its 'config' a mapping)", f"'config' of type {type(config.get('config')).__name__} (an older Keras)",
+            "old Keras 1/2 configs are read through kerasafe's legacy translation",
+        )
+    try:
+        model = _keras.model_from_config(config, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise errors.CorruptFileError(
+            path, "an architecture Keras 3 can rebuild", str(exc).split("\n")[0][:200], "register custom layers or pass custom_objects"
+        ) from None
+    return model, manifest
+
+
+def serialize(model, manifest: dict | None = None) -> dict:
+    config = _keras.serialize_model(model)
+    if manifest is not None:
+        config[manifest_mod.MANIFEST_KEY] = {k: v for k, v in manifest.items() if k != "architecture"}
+    return config
+
+
+class _ArchitectureFormat(Format):
+    holds = ARCHITECTURE
+
+    def dumps(self, config: dict) -> str:
+        raise NotImplementedError
+
+    def parse(self, text: str, path) -> object:
+        raise NotImplementedError
+
+    def write(self, model, target, manifest, *, include_optimizer):
+        config = serialize(model, manifest)
+        if not include_optimizer:
+            config["compile_config"] = None
+        target.write_text(self.dumps(config), encoding="utf-8")
+
+    def _load(self, path):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise errors.CorruptFileError(path, f"{self.description} as UTF-8 text", "binary data", "pass the architecture file") from None
+        return self.parse(text, path)
+
+    def read(self, path, *, compile, safe_mode, custom_objects):
+        return model_from_config(self._load(path), path, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode)
+
+    def inspect(self, path):
+        config, manifest = split_manifest(self._load(path), path)
+        inner = config.get("config")
+        layers = inner.get("layers", []) if isinstance(inner, dict) else (inner or [])
+        result = summary(path, self, has_architecture=True, keras_version=config.get("keras_version"), backend=config.get("backend"))
+        result["layers"] = [
+            {"name": (l.get("config") or {}).get("name"), "class": l.get("class_name"), "output_shape": None, "params": None}
+            for l in layers if isinstance(l, dict)
+        ]
+        return apply_manifest(result, manifest)
+
+
+class JsonFormat(_ArchitectureFormat):
+    name = "json"
+    description = "architecture JSON (.json)"
+    suffixes = (".json",)
+
+    def recognise(self, path, head):
+        return head.lstrip()[:1] == b"{" and b"class_name" in head
+
+    def dumps(self, config):
+        return json.dumps(config, indent=2)
+
+    def parse(self, text, path):
+        return parse_json(text, path)
+
+
+class YamlFormat(_ArchitectureFormat):
+    name = "yaml"
+    description = "architecture YAML (.yaml)"
+    suffixes = (".yaml", ".yml")
+
+    def recognise(self, path, head):
+        return b"class_name:" in head and b"\x00" not in head
+
+    def dumps(self, config):
+        return yaml.safe_dump(config, sort_keys=False)
+
+    def parse(self, text, path):
+        return parse_yaml(text, path)

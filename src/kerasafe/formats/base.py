@@ -1,0 +1,125 @@
+"""The small interface every on-disk format implements, and what they share.
+
+A format says whether it recognises a path (from its content), and knows how
+to write and read a model, its weights or its architecture. ``inspect`` and
+``verify`` must work without importing Keras or any framework.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import ClassVar
+
+from .. import errors
+
+# What a format can hold, in the user's words.
+MODEL = "model"  # architecture + weights (+ optimizer)
+WEIGHTS = "weights"  # weights only, unless kerasafe also stored the architecture
+ARCHITECTURE = "architecture"  # config only, no weights
+
+
+class Format:
+    """One on-disk format. Subclasses set the class attributes and override what they support."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    suffixes: ClassVar[tuple[str, ...]] = ()
+    holds: ClassVar[str] = MODEL
+    is_directory: ClassVar[bool] = False
+
+    def recognise(self, path: pathlib.Path, head: bytes) -> bool:
+        """True when the content at ``path`` (first bytes in ``head``) is this format."""
+        raise NotImplementedError
+
+    def write(self, model, target: pathlib.Path, manifest: dict, *, include_optimizer: bool) -> None:
+        """Write the whole model to ``target`` (a temporary name the caller commits)."""
+        raise self._cannot("write a whole model", target, "use ks.save_weights, or another format")
+
+    def write_weights(self, model, target: pathlib.Path, manifest: dict) -> None:
+        raise self._cannot("write weights only", target, "use ks.save, or a weights format")
+
+    def read(self, path: pathlib.Path, *, compile: bool, safe_mode: bool, custom_objects) -> tuple[object, dict | None]:
+        """Return ``(model, manifest or None)``."""
+        raise self._cannot("read a whole model", path, "pass the architecture: ks.load('arch.json', weights=path)")
+
+    def read_weights(self, model, path: pathlib.Path, *, by_name: bool, skip_mismatch: bool) -> dict | None:
+        """Load weights into ``model``; return the file's manifest or None."""
+        raise self._cannot("read weights", path, "pass a file that holds weights")
+
+    def inspect(self, path: pathlib.Path) -> dict:
+        """A summary dict (see kerasafe.inspection) read without any framework."""
+        raise NotImplementedError
+
+    def verify(self, path: pathlib.Path) -> dict[str, str]:
+        """``{member: "ok" | "mismatch" | "missing"}`` for every recorded hash."""
+        return {}
+
+    def _cannot(self, what: str, path, advice: str) -> errors.KerasafeError:
+        return errors.UnsupportedOperationError(path, f"a format that can {what}", f"{self.description}", advice)
+
+
+def summary(path, fmt: Format, **fields) -> dict:
+    """The common shape of an ``inspect`` result; formats fill what they know."""
+    base = {
+        "path": str(path),
+        "format": fmt.name,
+        "format_description": fmt.description,
+        "holds": fmt.holds,
+        "keras_version": None,
+        "backend": None,
+        "created": None,
+        "layers": [],
+        "total_params": None,
+        "weights_bytes": None,
+        "dtypes": {},
+        "labels": None,
+        "preprocessing": None,
+        "metadata": None,
+        "optimizer": None,
+        "has_architecture": False,
+        "written_by_kerasafe": False,
+        "hashes": {"recorded": 0, "checked": False, "ok": None, "members": {}},
+    }
+    base.update(fields)
+    return base
+
+
+def apply_manifest(result: dict, manifest: dict | None) -> dict:
+    """Fill an inspect summary from a kerasafe manifest (its facts win over guesses)."""
+    if not manifest:
+        return result
+    result["written_by_kerasafe"] = True
+    for key in ("keras_version", "backend", "created", "labels", "preprocessing", "metadata", "optimizer", "dtypes", "weights_bytes"):
+        if manifest.get(key) is not None:
+            result[key] = manifest[key]
+    if manifest.get("layers"):
+        result["layers"] = manifest["layers"]
+    if manifest.get("params"):
+        result["total_params"] = manifest["params"].get("total")
+    result["hashes"]["recorded"] = len(manifest.get("hashes") or {})
+    return result
+
+
+def model_from_stored_architecture(manifest: dict | None, path, *, compile: bool, safe_mode: bool, custom_objects):
+    """Build the model that a weights file's manifest describes (kerasafe stores it there).
+
+    Weights formats written by kerasafe carry the Keras 3 config in the manifest's
+    ``architecture`` key, so one file holds a whole model. Files written by others
+    do not, and the caller must pass the architecture.
+    """
+    from .. import _keras
+
+    arch = (manifest or {}).get("architecture")
+    if not isinstance(arch, dict):
+        raise errors.UnsupportedOperationError(
+            path,
+            "a file that holds the model's architecture",
+            "weights only, with no architecture stored",
+            f"pass one: ks.load('arch.json', weights='{path}'), or ks.load_weights(model, '{path}')",
+        )
+    try:
+        return _keras.model_from_config(arch, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode)
+    except (TypeError, ValueError) as exc:
+        raise errors.CorruptFileError(
+            path, "an architecture Keras can rebuild", str(exc).split("\n")[0][:200], "check custom_objects, or save the model again"
+        ) from None

@@ -1,0 +1,112 @@
+"""Weights-only HDF5: Keras 3's ``.weights.h5`` layout, and Keras 2's layout under any ``.h5`` name.
+
+- Keras 3 (``model.save_weights("x.weights.h5")``): groups ``layers/<name>/vars/<i>``,
+  ``optimizer/vars/<i>``, ``vars``; optimizer state included.
+- Keras 2 (``model.save_weights("model.h5")`` in the tutorials): root attribute
+  ``layer_names``, one group per layer with a ``weight_names`` attribute.
+
+kerasafe adds its manifest (with the model's architecture) as the root
+attribute ``kerasafe``; Keras ignores it, and ``ks.load`` uses it to rebuild
+the whole model from one file.
+"""
+
+from __future__ import annotations
+
+from .. import _keras
+from . import _hdf5
+from .base import WEIGHTS, Format, apply_manifest, model_from_stored_architecture, summary
+from .hdf5_model import load_legacy_weights
+from .keras_zip import keras3_weights_overview, load_keras3_weights
+
+
+class _WeightsH5(Format):
+    holds = WEIGHTS
+
+    def _load_into(self, model, f, path, *, by_name, skip_mismatch):
+        raise NotImplementedError
+
+    def write(self, model, target, manifest, *, include_optimizer):
+        self.write_weights(model, target, manifest)
+
+    def read(self, path, *, compile, safe_mode, custom_objects):
+        with _hdf5.open_h5(path, expected="an HDF5 weights file") as f:
+            _hdf5.reject_external_links(f, path)
+            manifest = _hdf5.read_manifest(f, path)
+        model = model_from_stored_architecture(manifest, path, compile=compile, safe_mode=safe_mode, custom_objects=custom_objects)
+        _keras.ensure_optimizer_built(model)
+        self.read_weights(model, path, by_name=False, skip_mismatch=False)
+        return model, manifest
+
+    def verify(self, path):
+        with _hdf5.open_h5(path) as f:
+            recorded = (_hdf5.read_manifest(f, path) or {}).get("hashes") or {}
+        return _hdf5.verify_hashes(path, recorded)
+
+
+class Keras3WeightsFormat(_WeightsH5):
+    name = "weights.h5"
+    description = "Keras 3 weights file (.weights.h5)"
+    suffixes = (".weights.h5",)
+
+    def recognise(self, path, head):
+        if not _hdf5.is_hdf5(head):
+            return False
+        with _hdf5.open_h5(path) as f:
+            if "model_config" in f.attrs or "layer_names" in f.attrs:
+                return False
+            return "layers" in f or "vars" in f or _hdf5.attr_text(f, "kerasafe") is not None
+
+    def write_weights(self, model, target, manifest):
+        _keras.save_state_h5(model, target)
+        with _hdf5.open_h5(target, "r+") as f:
+            _hdf5.write_manifest(f, dict(manifest, hashes=_hdf5.dataset_hashes(f)))
+
+    def read_weights(self, model, path, *, by_name, skip_mismatch):
+        with _hdf5.open_h5(path, expected="a Keras 3 weights file") as f:
+            _hdf5.reject_external_links(f, path)
+            manifest = _hdf5.read_manifest(f, path)
+        load_keras3_weights(model, path, path, by_name=by_name, skip_mismatch=skip_mismatch)
+        return manifest
+
+    def inspect(self, path):
+        with _hdf5.open_h5(path) as f:
+            manifest = _hdf5.read_manifest(f, path)
+            result = summary(path, self, has_architecture=bool(manifest and manifest.get("architecture")))
+            result.update(keras3_weights_overview(f, (manifest or {}).get("architecture")))
+        return apply_manifest(result, manifest)
+
+
+class LegacyWeightsFormat(_WeightsH5):
+    name = "legacy-weights.h5"
+    description = "Keras 2 weights file (save_weights('model.h5'))"
+    suffixes = (".h5", ".hdf5")
+
+    def recognise(self, path, head):
+        if not _hdf5.is_hdf5(head):
+            return False
+        with _hdf5.open_h5(path) as f:
+            return "layer_names" in f.attrs and "model_config" not in f.attrs
+
+    def write_weights(self, model, target, manifest):
+        legacy = _keras.legacy_h5()
+        with _hdf5.open_h5(target, "w") as f:
+            legacy.save_weights_to_hdf5_group(f, model)
+            f.flush()
+            _hdf5.write_manifest(f, dict(manifest, hashes=_hdf5.dataset_hashes(f)))
+
+    def read_weights(self, model, path, *, by_name, skip_mismatch):
+        with _hdf5.open_h5(path, expected="a Keras 2 weights file") as f:
+            _hdf5.reject_external_links(f, path)
+            load_legacy_weights(model, f, path, by_name=by_name, skip_mismatch=skip_mismatch)
+            return _hdf5.read_manifest(f, path)
+
+    def inspect(self, path):
+        with _hdf5.open_h5(path) as f:
+            manifest = _hdf5.read_manifest(f, path)
+            result = summary(
+                path, self, keras_version=_hdf5.attr_text(f, "keras_version"), backend=_hdf5.attr_text(f, "backend"),
+                has_architecture=bool(manifest and manifest.get("architecture")),
+            )
+            result["layers"] = _hdf5.legacy_layer_table(f)
+            result["total_params"], result["weights_bytes"], result["dtypes"] = _hdf5.weights_summary(f)
+        return apply_manifest(result, manifest)

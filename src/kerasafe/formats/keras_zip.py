@@ -1,0 +1,233 @@
+"""``.keras``: Keras 3's zip archive, plus kerasafe's manifest as an extra member.
+
+Members (stored, not compressed, as Keras writes them): ``metadata.json``,
+``config.json``, ``model.weights.h5``, optional ``assets/...``, and
+``kerasafe.json``. Plain ``keras.saving.load_model`` ignores the extra member.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import json
+import pathlib
+import posixpath
+import zipfile
+
+from .. import _keras, errors, storage
+from .. import manifest as manifest_mod
+from . import _hdf5
+from .base import MODEL, Format, apply_manifest, summary
+
+CONFIG = "config.json"
+METADATA = "metadata.json"
+WEIGHTS_H5 = "model.weights.h5"
+WEIGHTS_NPZ = "model.weights.npz"
+MANIFEST = "kerasafe.json"
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def open_archive(path: pathlib.Path) -> zipfile.ZipFile:
+    """Open and check a ``.keras`` zip: readable, member names safe, required members present."""
+    try:
+        zf = zipfile.ZipFile(path, "r")
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise errors.CorruptFileError(
+            path, "a .keras zip archive", f"a damaged or truncated zip ({exc})", "the file is incomplete; save the model again"
+        ) from None
+    names = zf.namelist()
+    for name in names:
+        normal = posixpath.normpath(name)
+        if name.startswith(("/", "\\")) or normal.startswith("..") or ":" in name.split("/")[0]:
+            zf.close()
+            raise errors.UnsafeContentError(
+                path, "zip members inside the archive", f"member '{name}' pointing outside it", "do not load this file"
+            )
+    if CONFIG not in names or (WEIGHTS_H5 not in names and WEIGHTS_NPZ not in names):
+        missing = CONFIG if CONFIG not in names else WEIGHTS_H5
+        zf.close()
+        raise errors.CorruptFileError(
+            path, f"a .keras archive with member '{missing}'", f"members {sorted(names)[:6]}", "save the model again"
+        )
+    return zf
+
+
+def read_member(zf: zipfile.ZipFile, name: str, path) -> bytes:
+    try:
+        return zf.read(name)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:  # CRC mismatch or truncated data
+        raise errors.CorruptFileError(
+            path, f"intact zip member '{name}'", f"damaged data ({exc})", "the file is corrupt; save the model again"
+        ) from None
+
+
+def read_manifest(zf: zipfile.ZipFile, path) -> dict | None:
+    if MANIFEST not in zf.namelist():
+        return None
+    return manifest_mod.loads(read_member(zf, MANIFEST, path), path)
+
+
+def hash_member(zf: zipfile.ZipFile, name: str) -> str:
+    with zf.open(name) as f:
+        return storage.hash_stream(f)
+
+
+class KerasZipFormat(Format):
+    name = "keras"
+    description = "Keras 3 .keras archive"
+    suffixes = (".keras",)
+    holds = MODEL
+
+    def recognise(self, path, head):
+        if not head.startswith(ZIP_MAGICS):
+            return False
+        try:
+            with zipfile.ZipFile(path) as zf:
+                return CONFIG in zf.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return path.suffix == ".keras"  # a damaged .keras: let read() explain what is wrong
+
+    def write(self, model, target, manifest, *, include_optimizer):
+        lib = _keras.saving_lib()
+        config = _keras.serialize_model(model)
+        if not include_optimizer:
+            config["compile_config"] = None
+        meta = {
+            "keras_version": _keras.keras().__version__,
+            "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
+        }
+        members = {METADATA: json.dumps(meta).encode(), CONFIG: json.dumps(config).encode()}
+        hashes = {name: storage.hash_bytes(data) for name, data in members.items()}
+        # The weights go to a file beside the target first and are then copied into the zip
+        # as a stored member, so a large model is never held in memory twice.
+        weights_tmp = storage.temporary_sibling(target, ".weights.h5")
+        skip = {id(model.optimizer)} if (not include_optimizer and getattr(model, "optimizer", None)) else set()
+        try:
+            store = lib.H5IOStore(weights_tmp, mode="w")
+            with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                for name, data in members.items():
+                    zf.writestr(name, data)
+                assets = lib.DiskIOStore("assets", archive=zf, mode="w")
+                try:
+                    lib._save_state(model, weights_store=store, assets_store=assets, inner_path="", visited_saveables=skip)
+                finally:
+                    store.close()
+                    assets.close()
+                with open(weights_tmp, "rb") as f:
+                    hashes[WEIGHTS_H5] = storage.hash_stream(f)
+                zf.write(weights_tmp, WEIGHTS_H5)
+            with zipfile.ZipFile(target, "r") as zf:
+                for info in zf.infolist():
+                    if info.filename.startswith("assets/") and not info.is_dir():
+                        hashes[info.filename] = hash_member(zf, info.filename)
+            # The manifest goes last, appended, so it can hold the hash of every other member.
+            with zipfile.ZipFile(target, "a", zipfile.ZIP_STORED, allowZip64=True) as zf:
+                zf.writestr(MANIFEST, manifest_mod.dumps(dict(manifest, hashes=hashes)))
+        finally:
+            weights_tmp.unlink(missing_ok=True)
+
+    def read(self, path, *, compile, safe_mode, custom_objects):
+        lib = _keras.saving_lib()
+        with open_archive(path) as zf:
+            manifest = read_manifest(zf, path)
+        with open(path, "rb") as f:
+            model = lib._load_model_from_fileobj(f, custom_objects, compile, safe_mode)
+        return model, manifest
+
+    def read_weights(self, model, path, *, by_name, skip_mismatch):
+        with open_archive(path) as zf:
+            manifest = read_manifest(zf, path)
+            data = io.BytesIO(read_member(zf, WEIGHTS_H5, path))
+        load_keras3_weights(model, data, path, by_name=by_name, skip_mismatch=skip_mismatch)
+        return manifest
+
+    def inspect(self, path):
+        with open_archive(path) as zf:
+            manifest = read_manifest(zf, path)
+            meta = json.loads(read_member(zf, METADATA, path)) if METADATA in zf.namelist() else {}
+            config = json.loads(read_member(zf, CONFIG, path))
+            result = summary(path, self, keras_version=meta.get("keras_version"), has_architecture=True)
+            if WEIGHTS_H5 in zf.namelist() and not (manifest and manifest.get("layers")):
+                # Stored members are plain bytes inside the zip; h5py reads them through the
+                # member's file object without extracting anything.
+                with zf.open(WEIGHTS_H5) as member, _hdf5.h5py.File(member, "r") as h5:
+                    result.update(keras3_weights_overview(h5, config))
+            result["optimizer"] = _optimizer_from_config(config)
+            result["members"] = {i.filename: i.file_size for i in zf.infolist()}
+        return apply_manifest(result, manifest)
+
+    def verify(self, path):
+        with open_archive(path) as zf:
+            manifest = read_manifest(zf, path) or {}
+            names = set(zf.namelist())
+            out = {}
+            for name, expected in (manifest.get("hashes") or {}).items():
+                if name not in names:
+                    out[name] = "missing"
+                    continue
+                try:
+                    out[name] = "ok" if hash_member(zf, name) == expected else "mismatch"
+                except (zipfile.BadZipFile, OSError, EOFError):
+                    out[name] = "mismatch"
+            return out
+
+
+def _optimizer_from_config(config: dict) -> dict | None:
+    compile_config = config.get("compile_config") or {}
+    opt = compile_config.get("optimizer")
+    if isinstance(opt, dict):
+        return {"class": opt.get("class_name"), "learning_rate": (opt.get("config") or {}).get("learning_rate")}
+    if isinstance(opt, str):
+        return {"class": opt}
+    return None
+
+
+def keras3_weights_overview(h5, config: dict | None) -> dict:
+    """Layer table, parameter count, bytes and dtypes of a Keras 3 weights layout."""
+    classes = _hdf5.config_layer_classes(config)
+    layers = []
+    layers_group = h5.get("layers")
+    if layers_group is not None:
+        for name in layers_group:
+            p, _b, _d = _hdf5.weights_summary(layers_group[name])
+            layers.append({"name": name, "class": classes.get(name), "output_shape": None, "params": p})
+    skip_opt = {k: h5[k] for k in h5 if k != "optimizer"}
+    params = nbytes = 0
+    dtypes: dict[str, int] = {}
+    for group in skip_opt.values():
+        if isinstance(group, _hdf5.h5py.Group):
+            p, b, d = _hdf5.weights_summary(group)
+            params, nbytes = params + p, nbytes + b
+            for k, v in d.items():
+                dtypes[k] = dtypes.get(k, 0) + v
+    return {"layers": layers, "total_params": params, "weights_bytes": nbytes, "dtypes": dtypes}
+
+
+def load_keras3_weights(model, source, path, *, by_name: bool, skip_mismatch: bool) -> None:
+    """Load Keras 3's weights layout (a path or BytesIO) into ``model``, as kerasafe errors."""
+    try:
+        if not by_name:
+            _keras.load_state_h5(model, source, skip_mismatch=skip_mismatch)
+            return
+        lib = _keras.saving_lib()
+        store = lib.H5IOStore(source, mode="r")
+        try:
+            for layer in model.layers:
+                if f"layers/{layer.name}" in store.h5_file:
+                    failed, messages = set(), {}
+                    lib._load_state(
+                        layer, weights_store=store, assets_store=None, inner_path=f"layers/{layer.name}",
+                        skip_mismatch=skip_mismatch, visited_saveables=set(), failed_saveables=failed, error_msgs=messages,
+                    )
+                    if failed:
+                        lib._raise_loading_failure(messages, warn_only=skip_mismatch)
+        finally:
+            store.close()
+    except ValueError as exc:
+        raise errors.WeightsMismatchError(
+            path, "weights that fit the model's variables", _first_line(exc), "load them into the model they were saved from, or pass skip_mismatch=True"
+        ) from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().split("\n")[0][:240]

@@ -1,0 +1,79 @@
+"""A directory: a TensorFlow SavedModel that also carries the whole Keras model.
+
+``ks.save(model, "mysavedmodel")`` writes what TF Serving serves (Keras's own
+``model.export``: ``saved_model.pb``, ``variables/``) and puts the full
+``.keras`` archive, manifest included, under ``assets.extra/kerasafe/``
+(the SavedModel convention for files the graph does not use). ``ks.load`` of
+such a directory returns the trainable Keras model, with no TensorFlow needed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from .. import errors
+from .base import MODEL, Format, summary
+from .keras_zip import KerasZipFormat
+
+EMBEDDED = ("assets.extra", "kerasafe", "model.keras")
+
+
+def embedded_model(path):
+    return path.joinpath(*EMBEDDED)
+
+
+class SavedModelFormat(Format):
+    name = "savedmodel"
+    description = "TensorFlow SavedModel directory"
+    holds = MODEL
+    is_directory = True
+
+    def recognise(self, path, head):
+        return path.is_dir() and ((path / "saved_model.pb").exists() or (path / "saved_model.pbtxt").exists())
+
+    def write(self, model, target, manifest, *, include_optimizer):
+        if importlib.util.find_spec("tensorflow") is None:
+            raise errors.MissingDependencyError(
+                target, "TensorFlow to write a SavedModel directory", "no tensorflow installed",
+                "pip install 'kerasafe[tensorflow]', or save to a file name such as model.keras",
+            )
+        try:
+            model.export(str(target), format="tf_saved_model", verbose=False)
+        except Exception as exc:  # export failures come from deep inside TF; say which model step failed
+            raise errors.UnsupportedOperationError(
+                target, "a model Keras can export as a SavedModel", f"export failed ({str(exc).splitlines()[0][:200]})",
+                "save to model.keras instead, or export with the TensorFlow backend",
+            ) from None
+        inner = embedded_model(target)
+        inner.parent.mkdir(parents=True, exist_ok=True)
+        KerasZipFormat().write(model, inner, manifest, include_optimizer=include_optimizer)
+
+    def _embedded(self, path):
+        inner = embedded_model(path)
+        if not inner.is_file():
+            raise errors.UnsupportedOperationError(
+                path, "a SavedModel that carries its Keras model (written by kerasafe)",
+                "a SavedModel without one (plain TensorFlow or Keras export)",
+                "serve it with TensorFlow, or load the model it was exported from",
+            )
+        return inner
+
+    def read(self, path, *, compile, safe_mode, custom_objects):
+        return KerasZipFormat().read(self._embedded(path), compile=compile, safe_mode=safe_mode, custom_objects=custom_objects)
+
+    def read_weights(self, model, path, *, by_name, skip_mismatch):
+        return KerasZipFormat().read_weights(model, self._embedded(path), by_name=by_name, skip_mismatch=skip_mismatch)
+
+    def inspect(self, path):
+        inner = embedded_model(path)
+        if inner.is_file():
+            result = KerasZipFormat().inspect(inner)
+            result.update(path=str(path), format=self.name, format_description=self.description)
+        else:
+            result = summary(path, self, has_architecture=(path / "keras_metadata.pb").exists())
+        result["serving"] = {"saved_model": True, "variables": (path / "variables").is_dir()}
+        return result
+
+    def verify(self, path):
+        inner = embedded_model(path)
+        return KerasZipFormat().verify(inner) if inner.is_file() else {}

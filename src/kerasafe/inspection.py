@@ -1,0 +1,65 @@
+"""``inspect`` and ``verify``: what a model file holds, read without Keras or any framework.
+
+Example:
+    >>> import keras, kerasafe as ks, tempfile, os
+    >>> p = ks.save(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), os.path.join(tempfile.mkdtemp(), "m.keras"))
+    >>> info = ks.inspect(p)
+    >>> info["format"], info["total_params"], info["hashes"]["ok"]
+    ('keras', 8, True)
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from . import errors, formats, storage
+
+# inspect() checks hashes itself for files up to this size; larger ones are left to
+# verify(), so that inspect stays a header read even for gigabytes.
+AUTO_VERIFY_BYTES = 256 << 20
+
+
+def _size(path: pathlib.Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def verify(path) -> dict:
+    """Re-hash every member the file recorded; ``{"ok": bool|None, "members": {...}}``.
+
+    ``ok`` is None when the file recorded no hashes (not written by kerasafe).
+    """
+    p = storage.existing_path(path, "a model file")
+    members = formats.detect(p).verify(p)
+    ok = None if not members else all(v == "ok" for v in members.values())
+    return {"path": str(p), "ok": ok, "members": members}
+
+
+def inspect(path, *, verify_hashes: bool | None = None) -> dict:
+    """Describe a model file: format, writer, layers, parameters, labels, preprocessing, hashes.
+
+    Never imports keras, jax, tensorflow or torch. ``verify_hashes=None`` checks
+    hashes for files up to 256 MiB and leaves larger ones to :func:`verify`.
+    """
+    p = storage.existing_path(path, "a model file")
+    fmt = formats.detect(p)
+    result = fmt.inspect(p)
+    result["file_bytes"] = _size(p)
+    check = result["file_bytes"] <= AUTO_VERIFY_BYTES if verify_hashes is None else verify_hashes
+    if check and result["hashes"]["recorded"]:
+        members = fmt.verify(p)
+        result["hashes"].update(checked=True, members=members, ok=all(v == "ok" for v in members.values()))
+    return result
+
+
+def assert_intact(path) -> dict:
+    """Like :func:`verify`, but raise :class:`kerasafe.errors.HashMismatchError` on a bad member."""
+    report = verify(path)
+    bad = {k: v for k, v in report["members"].items() if v != "ok"}
+    if bad:
+        name, state = next(iter(bad.items()))
+        raise errors.HashMismatchError(
+            path, f"member '{name}' to match the hash recorded at save time", f"it is {state}", "restore the file from a good copy"
+        )
+    return report

@@ -1,0 +1,257 @@
+"""kerasafe's manifest: what a saved model carries beside its weights.
+
+The manifest is one JSON object, stored in whatever place each format offers
+(a zip member, an HDF5 attribute, safetensors metadata, a key in a JSON/YAML
+file). It holds the user's ``labels``, ``preprocessing`` and ``metadata``,
+facts about the writer (Keras version, backend, time), a summary for
+``inspect`` (layer table, parameter count, dtypes, optimizer) and the hash of
+every member, so that reading it never needs Keras.
+
+Example:
+    >>> from kerasafe.manifest import ModelInfo
+    >>> info = ModelInfo.from_manifest({"labels": ["cat", "dog"]}, path="m.keras", format="keras")
+    >>> info.labels
+    ('cat', 'dog')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import types
+from typing import Any
+
+from . import errors
+
+MANIFEST_VERSION = 1
+# The name of the manifest wherever a format stores it by name.
+MANIFEST_KEY = "kerasafe"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kerasafe")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def check_user_fields(labels, preprocessing, metadata) -> tuple[list | None, dict | None, dict | None]:
+    """Validate the three user-supplied fields; return JSON-clean copies."""
+    if labels is not None:
+        if isinstance(labels, (str, bytes)) or not all(isinstance(x, (str, int)) for x in labels):
+            raise errors.KerasafeError(
+                None, "labels as a list of class names", repr(labels)[:80], "pass e.g. labels=['cat', 'dog']"
+            )
+        labels = [str(x) for x in labels]
+    out = [labels]
+    for name, value in (("preprocessing", preprocessing), ("metadata", metadata)):
+        if value is None:
+            out.append(None)
+            continue
+        if not isinstance(value, dict):
+            raise errors.KerasafeError(None, f"{name} as a dict", type(value).__name__, f"pass {name}={{...}}")
+        try:
+            out.append(json.loads(json.dumps(value)))
+        except (TypeError, ValueError) as exc:
+            raise errors.KerasafeError(
+                None, f"{name} that JSON can hold", str(exc), "use only str, numbers, bool, None, lists and dicts"
+            ) from None
+    return out[0], out[1], out[2]
+
+
+def _output_shape(layer):
+    try:
+        shape = layer.output.shape
+    except Exception:  # a layer not yet called has no symbolic output
+        return None
+    return [None if d is None else int(d) for d in shape]
+
+
+def _nbytes(variable) -> int:
+    import numpy as np
+
+    size = 1
+    for d in variable.shape:
+        size *= int(d)
+    try:
+        return size * np.dtype(str(variable.dtype)).itemsize
+    except TypeError:  # dtype numpy does not know (before ml_dtypes registers it)
+        return size * 4
+
+
+def summarize_optimizer(model) -> dict | None:
+    opt = getattr(model, "optimizer", None)
+    if opt is None:
+        return None
+    summary: dict[str, Any] = {"class": type(opt).__name__, "variables": len(opt.variables)}
+    try:
+        summary["iterations"] = int(opt.iterations.numpy() if hasattr(opt.iterations, "numpy") else opt.iterations)
+    except Exception:
+        from . import _keras
+
+        summary["iterations"] = int(_keras.to_numpy(opt.iterations))
+    try:
+        lr = opt.learning_rate
+        summary["learning_rate"] = float(_scalar(lr))
+    except Exception:  # a schedule object: its config says more than a number
+        summary["learning_rate"] = None
+    return summary
+
+
+def _scalar(value):
+    from . import _keras
+
+    return _keras.to_numpy(value)
+
+
+def describe_model(model) -> dict:
+    """The model summary part of a manifest (needs a live model, not Keras imports)."""
+    layers = []
+    for layer in model.layers:
+        layers.append(
+            {
+                "name": layer.name,
+                "class": type(layer).__name__,
+                "output_shape": _output_shape(layer),
+                "params": int(layer.count_params()) if layer.built else 0,
+            }
+        )
+    dtypes: dict[str, int] = {}
+    for w in model.weights:
+        dtypes[str(w.dtype)] = dtypes.get(str(w.dtype), 0) + 1
+    trainable = sum(int(_size(w)) for w in model.trainable_weights)
+    total = sum(int(_size(w)) for w in model.weights)
+    return {
+        "model": {"class": type(model).__name__, "name": model.name},
+        "params": {"total": total, "trainable": trainable, "non_trainable": total - trainable},
+        "weights_bytes": sum(_nbytes(w) for w in model.weights),
+        "dtypes": dtypes,
+        "layers": layers,
+    }
+
+
+def _size(w) -> int:
+    n = 1
+    for d in w.shape:
+        n *= int(d)
+    return n
+
+
+def build(model, *, labels=None, preprocessing=None, metadata=None, include_optimizer=True) -> dict:
+    """A new manifest for ``model``; fields not given are taken from ``model.kerasafe``."""
+    from . import _keras
+
+    previous = getattr(model, "kerasafe", None)
+    if isinstance(previous, ModelInfo):
+        labels = list(previous.labels) if labels is None and previous.labels is not None else labels
+        preprocessing = _thaw(previous.preprocessing) if preprocessing is None else preprocessing
+        metadata = _thaw(previous.metadata) if metadata is None else metadata
+    labels, preprocessing, metadata = check_user_fields(labels, preprocessing, metadata)
+    _check_labels_fit(model, labels)
+    manifest = {
+        "kerasafe_manifest": MANIFEST_VERSION,
+        "kerasafe_version": _version(),
+        "keras_version": _keras.keras().__version__,
+        "backend": _keras.backend_name(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "labels": labels,
+        "preprocessing": preprocessing,
+        "metadata": metadata,
+    }
+    manifest.update(describe_model(model))
+    manifest["optimizer"] = summarize_optimizer(model) if include_optimizer else None
+    manifest["hashes"] = {}
+    return manifest
+
+
+def _check_labels_fit(model, labels) -> None:
+    if labels is None or len(getattr(model, "outputs", None) or []) != 1:
+        return
+    last = model.outputs[0].shape[-1]
+    if last is not None and last > 1 and last != len(labels):
+        raise errors.KerasafeError(
+            None,
+            f"one label per model output ({last})",
+            f"{len(labels)} labels",
+            "pass exactly one class name per output unit",
+        )
+
+
+def dumps(manifest: dict) -> str:
+    return json.dumps(manifest, sort_keys=True)
+
+
+def loads(text: str | bytes, path) -> dict:
+    """Parse a stored manifest; a damaged one is a CorruptFileError naming ``path``."""
+    try:
+        value = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise errors.CorruptFileError(path, "a JSON kerasafe manifest", f"unreadable text ({exc})", "save the model again") from None
+    if not isinstance(value, dict):
+        raise errors.CorruptFileError(path, "a JSON object as kerasafe manifest", type(value).__name__, "save the model again")
+    return value
+
+
+def _freeze(value):
+    if isinstance(value, dict):
+        return types.MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value):
+    if isinstance(value, types.MappingProxyType | dict):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What a loaded model carries as ``model.kerasafe`` (read-only).
+
+    Example:
+        >>> info = ModelInfo.from_manifest({"preprocessing": {"size": [8, 8]}}, path="m.h5", format="h5")
+        >>> info.preprocessing["size"]
+        (8, 8)
+    """
+
+    path: str
+    format: str
+    labels: tuple | None = None
+    preprocessing: types.MappingProxyType | None = None
+    metadata: types.MappingProxyType | None = None
+    keras_version: str | None = None
+    backend: str | None = None
+    created: str | None = None
+    manifest: types.MappingProxyType = dataclasses.field(default_factory=lambda: types.MappingProxyType({}))
+
+    @classmethod
+    def from_manifest(cls, manifest: dict | None, *, path, format: str) -> ModelInfo:
+        m = manifest or {}
+        return cls(
+            path=str(path),
+            format=format,
+            labels=_freeze(m.get("labels")),
+            preprocessing=_freeze(m.get("preprocessing")),
+            metadata=_freeze(m.get("metadata")),
+            keras_version=m.get("keras_version"),
+            backend=m.get("backend"),
+            created=m.get("created"),
+            manifest=_freeze(m),
+        )
+
+    def as_dict(self) -> dict:
+        """A plain, mutable copy (for JSON output or editing before a new save)."""
+        return {f.name: _thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def attach(model, info: ModelInfo):
+    """Set ``model.kerasafe`` without Keras's attribute tracking (it is not model state)."""
+    object.__setattr__(model, "kerasafe", info)
+    return model

@@ -1,0 +1,241 @@
+"""How bytes reach the disk: atomic commit, fsync, hashing, path checks.
+
+Every format and (later) every checkpoint writes through here, so the rule
+"nothing a user had on disk is lost or half-overwritten" is kept in one place:
+a write goes to a temporary sibling, is flushed and fsynced, renamed over the
+target, and the directory is fsynced so the rename itself survives a crash.
+
+Example:
+    >>> import pathlib, tempfile
+    >>> from kerasafe import storage
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "x.bin"
+    >>> with storage.atomic_file(target) as tmp:
+    ...     _ = tmp.write_bytes(b"hello")
+    >>> target.read_bytes()
+    b'hello'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import pathlib
+import secrets
+import shutil
+from collections.abc import Iterator
+
+import xxhash
+
+from . import errors
+
+# xxh3-128 was measured at ~14.5 GiB/s on this machine against ~4-6 GiB/s for
+# blake3 and ~1.5 GiB/s for sha256 (benchmarks/hash_choice.py). The hashes
+# detect damage, not tampering, so the fastest sound hash wins.
+HASH_ALGORITHM = "xxh3_128"
+_CHUNK = 8 << 20
+
+_TMP_MARK = ".kerasafe-tmp-"
+
+
+def new_hasher():
+    """A streaming hasher for :data:`HASH_ALGORITHM`."""
+    return xxhash.xxh3_128()
+
+
+def hash_bytes(data) -> str:
+    """Hash of a bytes-like object (including a C-contiguous NumPy array)."""
+    h = new_hasher()
+    h.update(memoryview(data).cast("B"))
+    return f"{HASH_ALGORITHM}:{h.hexdigest()}"
+
+
+def hash_stream(stream, length: int | None = None) -> str:
+    """Hash of what a binary stream yields (at most ``length`` bytes)."""
+    h = new_hasher()
+    remaining = length
+    while remaining is None or remaining > 0:
+        chunk = stream.read(_CHUNK if remaining is None else min(_CHUNK, remaining))
+        if not chunk:
+            break
+        h.update(chunk)
+        if remaining is not None:
+            remaining -= len(chunk)
+    return f"{HASH_ALGORITHM}:{h.hexdigest()}"
+
+
+# --- checks on paths a user hands us ---------------------------------------------------------
+
+
+def existing_file(path, expected: str) -> pathlib.Path:
+    """``path`` as a Path, or a kerasafe error if it is missing, a directory or empty."""
+    p = pathlib.Path(path)
+    if not p.exists():
+        raise errors.FileMissingError(p, expected, "no such file", "check the path")
+    if p.is_dir():
+        raise errors.WrongKindOfPathError(
+            p, expected, "a directory", "pass the file inside it, or a model directory kerasafe wrote"
+        )
+    if p.stat().st_size == 0:
+        raise errors.CorruptFileError(p, expected, "an empty file (0 bytes)", "save the model again")
+    return p
+
+
+def existing_path(path, expected: str) -> pathlib.Path:
+    """Like :func:`existing_file`, but a directory is accepted too."""
+    p = pathlib.Path(path)
+    if p.is_dir():
+        return p
+    return existing_file(p, expected)
+
+
+# --- durable, atomic writes ------------------------------------------------------------------
+
+
+def fsync_file(path: os.PathLike | str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: os.PathLike | str) -> None:
+    """Make a rename or a new entry in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on directories; nothing more we can do
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: pathlib.Path) -> None:
+    """fsync every file and directory under ``root`` (used for directory formats)."""
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            fsync_file(os.path.join(dirpath, name))
+        fsync_dir(dirpath)
+
+
+def temporary_sibling(target: pathlib.Path, suffix: str = "") -> pathlib.Path:
+    """A fresh name beside ``target`` that says which process made it (for clean-up)."""
+    tag = f"{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    return target.with_name(f".{target.name}{tag}{suffix}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: pathlib.Path) -> None:
+    """Delete leftovers of writes to ``target`` by processes that no longer run (killed saves)."""
+    prefix = f".{target.name}{_TMP_MARK}"
+    parent = target.parent if str(target.parent) else pathlib.Path(".")
+    if not parent.is_dir():
+        return
+    for entry in parent.iterdir():
+        if not entry.name.startswith(prefix):
+            continue
+        pid_text = entry.name[len(prefix):].split("-", 1)[0]
+        if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+
+
+def _prepare_target(target) -> pathlib.Path:
+    target = pathlib.Path(target)
+    parent = target.parent
+    if not parent.exists():
+        parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
+    return target
+
+
+@contextlib.contextmanager
+def atomic_file(target, *, suffix: str | None = None) -> Iterator[pathlib.Path]:
+    """Yield a temporary path beside ``target``; on success it replaces ``target`` durably.
+
+    The temporary keeps ``target``'s suffix (some writers look at it). If the body
+    raises, the temporary is removed and ``target`` is untouched.
+    """
+    target = _prepare_target(target)
+    if target.is_dir():
+        raise errors.WrongKindOfPathError(
+            target, "a file path to write", "an existing directory", "choose a file name, or remove the directory"
+        )
+    tmp = temporary_sibling(target, target.suffix if suffix is None else suffix)
+    try:
+        yield tmp
+        fsync_file(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if tmp.is_dir():
+                shutil.rmtree(tmp)
+            else:
+                tmp.unlink()
+        raise
+    fsync_dir(target.parent)
+
+
+def _exchange(a: pathlib.Path, b: pathlib.Path) -> bool:
+    """Atomically swap two paths with Linux renameat2(RENAME_EXCHANGE).
+
+    Python's os module has no binding for it, hence ctypes. Returns False where the
+    call is unavailable, and the caller falls back to two renames.
+    """
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    try:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return rc == 0
+
+
+@contextlib.contextmanager
+def atomic_directory(target) -> Iterator[pathlib.Path]:
+    """Yield a temporary directory beside ``target``; on success it replaces ``target``.
+
+    An existing ``target`` directory is swapped out in one atomic step where the
+    kernel allows it, and only deleted once the new one is in place.
+    """
+    target = _prepare_target(target)
+    if target.exists() and not target.is_dir():
+        raise errors.WrongKindOfPathError(
+            target, "a directory path to write", "an existing file", "choose another name, or remove the file"
+        )
+    tmp = temporary_sibling(target)
+    try:
+        yield tmp
+        fsync_tree(tmp)
+        if not target.exists():
+            os.rename(tmp, target)
+        elif _exchange(tmp, target):
+            shutil.rmtree(tmp)  # tmp now holds the old directory
+        else:
+            old = temporary_sibling(target)
+            os.rename(target, old)
+            os.rename(tmp, target)
+            shutil.rmtree(old)
+    except BaseException:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    fsync_dir(target.parent)
