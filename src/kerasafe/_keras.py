@@ -10,17 +10,27 @@ file to fix when Keras moves them.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import pathlib
 
 
 def _choose_default_backend() -> None:
-    """Default to JAX (kerasafe's default install), unless the user chose a backend."""
+    """Use the backend the user configured if it is installed, else JAX (the default install).
+
+    Keras itself falls back to TensorFlow, and writes that into ~/.keras/keras.json on
+    first import, so a machine with only the default install would fail to start.
+    """
     if os.environ.get("KERAS_BACKEND"):
         return
     keras_home = pathlib.Path(os.environ.get("KERAS_HOME", pathlib.Path.home() / ".keras"))
-    if (keras_home / "keras.json").exists():
-        return  # the user's own keras.json decides
+    configured = None
+    try:
+        configured = json.loads((keras_home / "keras.json").read_text()).get("backend")
+    except (OSError, ValueError, AttributeError):
+        pass
+    if configured and importlib.util.find_spec(configured if configured != "numpy" else "numpy") is not None:
+        return
     if importlib.util.find_spec("jax") is not None:
         os.environ["KERAS_BACKEND"] = "jax"
 
@@ -54,6 +64,13 @@ def legacy_h5():
     return legacy_h5_format
 
 
+def legacy_saving_utils():
+    keras()
+    from keras.src.legacy.saving import saving_utils
+
+    return saving_utils
+
+
 def serialization_lib():
     keras()
     from keras.src.saving import serialization_lib as lib
@@ -81,6 +98,12 @@ def serialize_model(model) -> dict:
     ser = serialization_lib()
     with ser.ObjectSharingScope():
         return ser.serialize_keras_object(model)
+
+
+def compile_config(model) -> dict | None:
+    """Keras 3's serialized compile config of ``model`` (None when not compiled)."""
+    config = model.get_compile_config()
+    return None if config is None else serialization_lib().serialize_dict(config)
 
 
 def save_state_h5(model, h5_target) -> None:
@@ -146,3 +169,16 @@ class preserve_compile_config:
         if self._saved is not None:
             self._holder.config = self._saved
         return False
+
+
+def finalize_loaded_state(model) -> None:
+    """Let layers recompute what derives from their weights after a direct assign.
+
+    Keras calls ``finalize_state`` inside ``load_own_variables`` (Normalization turns
+    its adapted mean/variance variables into the tensors it computes with); formats
+    that assign variables themselves must do the same.
+    """
+    for layer in model._flatten_layers(include_self=False):
+        finalize = getattr(layer, "finalize_state", None)
+        if callable(finalize):
+            finalize()

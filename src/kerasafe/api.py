@@ -56,6 +56,10 @@ def save(model, path, *, labels=None, preprocessing=None, metadata=None, include
     """
     _check_model(model, "save")
     fmt = formats.for_save(path, format)
+    if include_optimizer:
+        # Saved slot variables must match what a load rebuilds; an optimizer that has
+        # not stepped yet has none, and Keras would warn and drop the state on load.
+        _keras.ensure_optimizer_built(model)
     manifest = manifest_mod.build(
         model, labels=labels, preprocessing=preprocessing, metadata=metadata, include_optimizer=include_optimizer
     )

@@ -26,6 +26,7 @@ import secrets
 import shutil
 from collections.abc import Iterator
 
+import numpy as np
 import xxhash
 
 from . import errors
@@ -45,7 +46,9 @@ def new_hasher():
 
 
 def hash_bytes(data) -> str:
-    """Hash of a bytes-like object (including a C-contiguous NumPy array)."""
+    """Hash of a bytes-like object or of a NumPy array's bytes in C order."""
+    if isinstance(data, np.ndarray | np.generic):
+        data = np.ascontiguousarray(data)
     h = new_hasher()
     h.update(memoryview(data).cast("B"))
     return f"{HASH_ALGORITHM}:{h.hexdigest()}"

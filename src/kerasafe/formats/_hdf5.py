@@ -104,7 +104,7 @@ def datasets(group: h5py.Group) -> list[tuple[str, h5py.Dataset]]:
 
 
 def dataset_hashes(group: h5py.Group) -> dict[str, str]:
-    return {name: storage.hash_bytes(np.ascontiguousarray(ds[()])) for name, ds in datasets(group)}
+    return {name: storage.hash_bytes(ds[()]) for name, ds in datasets(group)}
 
 
 def verify_hashes(path, recorded: dict[str, str]) -> dict[str, str]:
@@ -115,7 +115,7 @@ def verify_hashes(path, recorded: dict[str, str]) -> dict[str, str]:
             if not isinstance(obj, h5py.Dataset):
                 result[name] = "missing"
                 continue
-            actual = storage.hash_bytes(np.ascontiguousarray(obj[()]))
+            actual = storage.hash_bytes(obj[()])
             result[name] = "ok" if actual == expected else "mismatch"
     return result
 

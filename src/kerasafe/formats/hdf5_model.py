@@ -8,6 +8,10 @@ its manifest as the root attribute ``kerasafe``, which every Keras ignores.
 from __future__ import annotations
 
 
+import warnings
+
+import numpy as np
+
 from .. import _keras, errors
 from . import _hdf5
 from .base import MODEL, Format, apply_manifest, summary
@@ -31,6 +35,43 @@ def load_legacy_weights(model, group, path, *, by_name: bool, skip_mismatch: boo
         ) from None
 
 
+def restore_optimizer(model, f, path, custom_objects, manifest: dict | None) -> None:
+    """Compile ``model`` as it was saved and restore every optimizer slot.
+
+    kerasafe records Keras 3's own compile config in the manifest, because Keras's
+    HDF5 ``training_config`` does not always round-trip (a dict of losses comes back
+    as names Keras then refuses); files from elsewhere fall back to ``training_config``.
+    """
+    compile_config = (manifest or {}).get("compile_config")
+    try:
+        if compile_config:
+            model.compile_from_config(compile_config)
+        else:
+            training = _hdf5.attr_json(f, "training_config", path)
+            if training is None:
+                return
+            utils = _keras.legacy_saving_utils()
+            model.compile(**utils.compile_args_from_training_config(training, custom_objects))
+    except (ValueError, TypeError, KeyError) as exc:
+        warnings.warn(f"{path}: the training configuration cannot be restored ({_first_line(exc)}); the model is not compiled", stacklevel=4)
+        return
+    group = f.get("optimizer_weights")
+    if group is None:
+        return
+    values = _keras.legacy_h5().load_optimizer_weights_from_hdf5_group(f)
+    _keras.ensure_optimizer_built(model)
+    optimizer = model.optimizer
+    if [tuple(v.shape) for v in optimizer.variables] != [tuple(np.shape(v)) for v in values]:
+        warnings.warn(
+            f"{path}: the saved optimizer state ({len(values)} arrays) does not match "
+            f"{type(optimizer).__name__}'s {len(optimizer.variables)} variables; it starts fresh",
+            stacklevel=4,
+        )
+        return
+    for variable, value in zip(optimizer.variables, values):
+        variable.assign(value)
+
+
 class HDF5ModelFormat(Format):
     name = "h5"
     description = "legacy full-model HDF5 (.h5)"
@@ -45,6 +86,8 @@ class HDF5ModelFormat(Format):
 
     def write(self, model, target, manifest, *, include_optimizer):
         legacy = _keras.legacy_h5()
+        if include_optimizer and getattr(model, "optimizer", None) is not None:
+            manifest = dict(manifest, compile_config=_keras.compile_config(model))
         with _hdf5.open_h5(target, "w") as f, _keras.preserve_compile_config(model):
             legacy.save_model_to_hdf5(model, f, include_optimizer=include_optimizer)
             f.flush()
@@ -60,11 +103,15 @@ class HDF5ModelFormat(Format):
                     path, "an HDF5 model with a 'model_weights' group", f"groups {list(f)[:6]}", "save the model again"
                 )
             try:
-                model = legacy.load_model_from_hdf5(f, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode)
+                # compile=False: Keras's own compile step builds the optimizer over no variables
+                # and silently drops the saved slots (Adam's moments); restore_optimizer does it right.
+                model = legacy.load_model_from_hdf5(f, custom_objects=custom_objects, compile=False, safe_mode=safe_mode)
             except (ValueError, KeyError) as exc:
                 raise errors.CorruptFileError(
                     path, "a model Keras can rebuild from this HDF5 file", _first_line(exc), "check custom_objects, or save the model again"
                 ) from None
+            if compile:
+                restore_optimizer(model, f, path, custom_objects, manifest)
         return model, manifest
 
     def read_weights(self, model, path, *, by_name, skip_mismatch):

@@ -59,7 +59,7 @@ class SafetensorsFormat(Format):
         from safetensors.numpy import save_file
 
         names = _unique_names(model.weights)
-        tensors = {n: np.ascontiguousarray(_keras.to_numpy(w)) for n, w in zip(names, model.weights)}
+        tensors = {n: np.asarray(_keras.to_numpy(w), order="C") for n, w in zip(names, model.weights)}
         hashes = {n: storage.hash_bytes(a) for n, a in tensors.items()}
         manifest = dict(manifest, hashes=hashes, weight_order=names)
         save_file(tensors, str(target), metadata={manifest_mod.MANIFEST_KEY: manifest_mod.dumps(manifest)})
@@ -109,6 +109,7 @@ class SafetensorsFormat(Format):
                         "load into the model these weights were saved from, or pass skip_mismatch=True",
                     )
                 variable.assign(f.get_tensor(key).astype(str(variable.dtype), copy=False))
+        _keras.finalize_loaded_state(model)
         return manifest
 
     def inspect(self, path):
@@ -140,7 +141,7 @@ class SafetensorsFormat(Format):
                 if name not in keys:
                     out[name] = "missing"
                 else:
-                    out[name] = "ok" if storage.hash_bytes(np.ascontiguousarray(f.get_tensor(name))) == expected else "mismatch"
+                    out[name] = "ok" if storage.hash_bytes(f.get_tensor(name)) == expected else "mismatch"
         return out
 
 

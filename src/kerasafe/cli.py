@@ -1,0 +1,200 @@
+"""``kerasafe`` command line: a thin shell over the library (one library call per command, plus printing).
+
+A user's mistake (a kerasafe error) is printed as one line on stderr with a
+non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from . import errors
+
+EXIT_ERROR = 1
+EXIT_MISMATCH = 3
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _human_bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@contextlib.contextmanager
+def _busy(message: str, quiet: bool = False):
+    """A spinner for work that can take more than a second (only on a terminal)."""
+    if quiet or not err.is_terminal:
+        yield
+        return
+    with err.status(message):
+        yield
+
+
+def _hash_line(h: dict) -> str:
+    if not h["recorded"]:
+        return "none recorded (not written by kerasafe)"
+    if not h["checked"]:
+        return f"{h['recorded']} recorded, not checked here (large file: run `kerasafe verify`)"
+    bad = [k for k, v in h["members"].items() if v != "ok"]
+    return f"all {h['recorded']} match" if not bad else f"MISMATCH in {', '.join(bad[:3])}"
+
+
+def print_inspect(info: dict) -> None:
+    written = " ".join(x for x in (f"Keras {info['keras_version']}" if info["keras_version"] else "", info["backend"] or "") if x)
+    rows = [
+        ("file", f"{info['path']} ({_human_bytes(info.get('file_bytes'))})"),
+        ("format", f"{info['format_description']} [{info['format']}]"),
+        ("written by", (written or "unknown") + (" via kerasafe" if info["written_by_kerasafe"] else "")),
+        ("created", info["created"] or "unknown"),
+        ("parameters", f"{info['total_params']:,}" if info["total_params"] is not None else "none (architecture only)"),
+        ("weights", f"{_human_bytes(info['weights_bytes'])}  dtypes: {', '.join(f'{k} x{v}' for k, v in info['dtypes'].items()) or '-'}"),
+        ("labels", ", ".join(map(str, info["labels"])) if info["labels"] else "-"),
+        ("preprocessing", json.dumps(info["preprocessing"]) if info["preprocessing"] else "-"),
+        ("optimizer", _optimizer_text(info["optimizer"])),
+        ("hashes", _hash_line(info["hashes"])),
+    ]
+    head = Table(show_header=False, box=None, pad_edge=False)
+    head.add_column(style="bold")
+    head.add_column()
+    for k, v in rows:
+        head.add_row(k, v)
+    out.print(head)
+    if info["layers"]:
+        table = Table(title="layers")
+        for col in ("name", "class", "output shape", "parameters"):
+            table.add_column(col, justify="right" if col == "parameters" else "left")
+        for layer in info["layers"]:
+            shape = layer.get("output_shape")
+            table.add_row(
+                str(layer.get("name")),
+                str(layer.get("class") or "?"),
+                str(tuple(shape)) if shape is not None else "?",
+                f"{layer['params']:,}" if layer.get("params") is not None else "?",
+            )
+        out.print(table)
+
+
+def _optimizer_text(opt) -> str:
+    if not opt:
+        return "-"
+    parts = [str(opt.get("class"))]
+    if opt.get("learning_rate") is not None:
+        parts.append(f"lr={opt['learning_rate']}")
+    if opt.get("iterations") is not None:
+        parts.append(f"step {opt['iterations']}")
+    return " ".join(parts)
+
+
+def cmd_inspect(args) -> int:
+    from .inspection import inspect
+
+    info = inspect(args.file, verify_hashes=True if args.verify else None)
+    if args.json:
+        print(json.dumps(info, default=str))
+    else:
+        print_inspect(info)
+    return EXIT_MISMATCH if info["hashes"]["ok"] is False else 0
+
+
+def cmd_verify(args) -> int:
+    from .inspection import verify
+
+    with _busy(f"hashing {args.file}", args.json):
+        report = verify(args.file)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        table = Table(title=f"verify {args.file}")
+        table.add_column("member")
+        table.add_column("state")
+        for name, state in report["members"].items():
+            table.add_row(name, state if state == "ok" else f"[red]{state}[/red]")
+        out.print(table)
+        if report["ok"] is None:
+            out.print("no hashes recorded in this file (not written by kerasafe): nothing to verify")
+    if report["ok"] is False:
+        bad = next(k for k, v in report["members"].items() if v != "ok")
+        err.print(f"{args.file}: member '{bad}' does not match the hash recorded at save time; restore the file from a good copy")
+        return EXIT_MISMATCH
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .api import convert
+    from .formats import detect
+
+    with _busy(f"converting {args.src} -> {args.dst}", args.quiet):
+        dst = convert(args.src, args.dst, weights=args.weights)
+    if not args.quiet:
+        out.print(f"{args.src} [{detect(_p(args.src)).name}] -> {dst} [{detect(dst).name}]")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run
+
+    return run(args.out, quiet=args.quiet)
+
+
+def _p(path):
+    import pathlib
+
+    return pathlib.Path(path)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kerasafe", description="Save, load, inspect and convert Keras models safely.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="describe a model file without loading Keras")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true", help="one JSON object for scripts")
+    p.add_argument("--verify", action="store_true", help="check every hash even for large files")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("verify", help="check every member against the hash recorded at save time")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("convert", help="convert between any two formats")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--weights", help="weights file to join with an architecture-only SRC")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("demo", help="the main job: train on digits, save every format, inspect, load, predict")
+    p.add_argument("--out", default="kerasafe-demo", help="folder for everything it writes")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except errors.KerasafeError as exc:
+        err.print(str(exc), markup=False, soft_wrap=True)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Test set-up: the JAX backend unless the caller chose one, and helpers for subprocesses."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import pathlib
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+TESTS = pathlib.Path(__file__).parent
+
+
+def run_python(code_or_args, *, backend: str | None = None, cwd=None, timeout=600, check=True):
+    """Run a real Python subprocess with the tests folder importable; return CompletedProcess."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    if backend:
+        env["KERAS_BACKEND"] = backend
+    args = [sys.executable, "-c", code_or_args] if isinstance(code_or_args, str) else [sys.executable, *code_or_args]
+    proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def run_cli(*args, cwd=None, timeout=300):
+    env = dict(os.environ)
+    return subprocess.run(
+        [sys.executable, "-m", "kerasafe.cli", *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def tmp(tmp_path):
+    return tmp_path
