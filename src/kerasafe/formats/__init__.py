@@ -102,7 +102,7 @@ def for_save(path, format: str | None = None) -> Format:
     suffix = _suffix(path)
     table = {".keras": KERAS, ".h5": H5, ".hdf5": H5, ".weights.h5": WEIGHTS_H5, ".safetensors": SAFETENSORS,
              ".json": JSON, ".yaml": YAML, ".yml": YAML}
-    if suffix in table and not path.is_dir():
+    if suffix in table:
         return table[suffix]
     if path.is_dir() or not suffix or str(path).endswith(("/", "\\")):
         return SAVEDMODEL

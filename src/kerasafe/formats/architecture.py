@@ -15,7 +15,7 @@ import yaml
 
 from .. import _keras, errors
 from .. import manifest as manifest_mod
-from .base import ARCHITECTURE, Format, apply_manifest, summary
+from .base import ARCHITECTURE, Format, apply_manifest, keras_failure, summary
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -69,9 +69,7 @@ def model_from_config(config, path=None, *, custom_objects=None, compile=True, s
     try:
         model = _keras.model_from_config(config, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode)
     except (TypeError, ValueError, KeyError) as exc:
-        raise errors.CorruptFileError(
-            path, "an architecture Keras 3 can rebuild", str(exc).split("\n")[0][:200], "register custom layers or pass custom_objects"
-        ) from None
+        raise keras_failure(path, exc, "an architecture Keras 3 can rebuild") from None
     return model, manifest
 
 

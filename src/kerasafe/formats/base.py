@@ -100,6 +100,25 @@ def apply_manifest(result: dict, manifest: dict | None) -> dict:
     return result
 
 
+def keras_failure(path, exc: Exception, expected: str) -> errors.KerasafeError:
+    """Turn an exception from inside Keras's readers into the kerasafe error it means."""
+    import zipfile
+
+    text = str(exc).strip().split("\n")[0][:240]
+    if isinstance(exc, zipfile.BadZipFile | EOFError | OSError):
+        return errors.CorruptFileError(path, expected, f"damaged data ({text})", "the file is corrupt; restore it or save the model again")
+    if "safe_mode" in str(exc):
+        return errors.UnsafeContentError(
+            path, "a model whose loading runs no code from the file", f"code in the file ({text})",
+            "if you trust this file, load it with safe_mode=False",
+        )
+    if isinstance(exc, TypeError) or "Could not locate" in text or "Unknown" in text:
+        return errors.CorruptFileError(
+            path, expected, f"a class Keras cannot find ({text})", "import or register the custom layer, or pass custom_objects"
+        )
+    return errors.CorruptFileError(path, expected, text, "save the model again from the code that built it")
+
+
 def model_from_stored_architecture(manifest: dict | None, path, *, compile: bool, safe_mode: bool, custom_objects):
     """Build the model that a weights file's manifest describes (kerasafe stores it there).
 
@@ -120,6 +139,4 @@ def model_from_stored_architecture(manifest: dict | None, path, *, compile: bool
     try:
         return _keras.model_from_config(arch, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode)
     except (TypeError, ValueError) as exc:
-        raise errors.CorruptFileError(
-            path, "an architecture Keras can rebuild", str(exc).split("\n")[0][:200], "check custom_objects, or save the model again"
-        ) from None
+        raise keras_failure(path, exc, "an architecture Keras can rebuild") from None

@@ -8,13 +8,14 @@ its manifest as the root attribute ``kerasafe``, which every Keras ignores.
 from __future__ import annotations
 
 
+import json
 import warnings
 
 import numpy as np
 
-from .. import _keras, errors
+from .. import _keras, errors, translation
 from . import _hdf5
-from .base import MODEL, Format, apply_manifest, summary
+from .base import MODEL, Format, apply_manifest, keras_failure, summary
 
 
 def _first_line(exc: Exception) -> str:
@@ -90,6 +91,9 @@ class HDF5ModelFormat(Format):
             manifest = dict(manifest, compile_config=_keras.compile_config(model))
         with _hdf5.open_h5(target, "w") as f, _keras.preserve_compile_config(model):
             legacy.save_model_to_hdf5(model, f, include_optimizer=include_optimizer)
+            training = _hdf5.attr_json(f, "training_config", target)
+            if training is not None:
+                f.attrs["training_config"] = json.dumps(translation.canonical_training_config(training))
             f.flush()
             _hdf5.write_manifest(f, dict(manifest, hashes=_hdf5.dataset_hashes(f)))
 
@@ -106,10 +110,8 @@ class HDF5ModelFormat(Format):
                 # compile=False: Keras's own compile step builds the optimizer over no variables
                 # and silently drops the saved slots (Adam's moments); restore_optimizer does it right.
                 model = legacy.load_model_from_hdf5(f, custom_objects=custom_objects, compile=False, safe_mode=safe_mode)
-            except (ValueError, KeyError) as exc:
-                raise errors.CorruptFileError(
-                    path, "a model Keras can rebuild from this HDF5 file", _first_line(exc), "check custom_objects, or save the model again"
-                ) from None
+            except (ValueError, KeyError, TypeError, OSError) as exc:
+                raise keras_failure(path, exc, "a model Keras can rebuild from this HDF5 file") from None
             if compile:
                 restore_optimizer(model, f, path, custom_objects, manifest)
         return model, manifest

@@ -17,7 +17,7 @@ import zipfile
 from .. import _keras, errors, storage
 from .. import manifest as manifest_mod
 from . import _hdf5
-from .base import MODEL, Format, apply_manifest, summary
+from .base import MODEL, Format, apply_manifest, keras_failure, summary
 
 CONFIG = "config.json"
 METADATA = "metadata.json"
@@ -130,8 +130,11 @@ class KerasZipFormat(Format):
         lib = _keras.saving_lib()
         with open_archive(path) as zf:
             manifest = read_manifest(zf, path)
-        with open(path, "rb") as f:
-            model = lib._load_model_from_fileobj(f, custom_objects, compile, safe_mode)
+        try:
+            with open(path, "rb") as f:
+                model = lib._load_model_from_fileobj(f, custom_objects, compile, safe_mode)
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, TypeError) as exc:
+            raise keras_failure(path, exc, "a .keras model Keras can rebuild") from None
         return model, manifest
 
     def read_weights(self, model, path, *, by_name, skip_mismatch):

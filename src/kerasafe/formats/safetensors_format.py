@@ -47,10 +47,11 @@ class SafetensorsFormat(Format):
     holds = WEIGHTS
 
     def recognise(self, path, head):
-        if len(head) < 10 or head[8:9] != b"{":
+        if len(head) < 10 or head[8:10] != b'{"':
             return False
-        n = int.from_bytes(head[:8], "little")
-        return 0 < n <= min(_MAX_HEADER, path.stat().st_size - 8)
+        # A header longer than the file is a truncated safetensors file: recognise it,
+        # and let read() say it is damaged.
+        return 0 < int.from_bytes(head[:8], "little") <= _MAX_HEADER
 
     def write(self, model, target, manifest, *, include_optimizer):
         self.write_weights(model, target, manifest)

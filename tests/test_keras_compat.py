@@ -1,0 +1,82 @@
+"""Plain Keras opens what kerasafe writes, and kerasafe opens what plain Keras writes."""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import kerasafe as ks
+import zoo
+
+
+@pytest.fixture(scope="module", params=sorted(zoo.BUILDERS))
+def trained(request):
+    return request.param, zoo.trained(request.param)
+
+
+def _quiet(fn, *a, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*a, **kw)
+
+
+@pytest.mark.parametrize("target", ["m.keras", "m.h5"])
+def test_plain_keras_loads_ours(trained, target, tmp_path):
+    name, model = trained
+    x = zoo.inputs(name, seed=7)
+    ks.save(model, tmp_path / target, labels=None if name == "multi_io" else ["a", "b", "c"])
+    loaded = _quiet(keras.saving.load_model, tmp_path / target)
+    np.testing.assert_array_equal(zoo.predict(loaded, x), zoo.predict(model, x))
+
+
+def test_plain_keras_loads_our_weights(trained, tmp_path):
+    name, model = trained
+    x = zoo.inputs(name, seed=8)
+    ks.save_weights(model, tmp_path / "w.weights.h5")
+    ks.save_weights(model, tmp_path / "legacy.h5")
+    for path in ("w.weights.h5", "legacy.h5"):
+        fresh = zoo.BUILDERS[name]()
+        fresh.load_weights(tmp_path / path)
+        np.testing.assert_array_equal(zoo.predict(fresh, x), zoo.predict(model, x))
+
+
+@pytest.mark.parametrize("target", ["plain.keras", "plain.h5"])
+def test_we_load_plain_keras(trained, target, tmp_path):
+    name, model = trained
+    x = zoo.inputs(name, seed=9)
+    _quiet(model.save, tmp_path / target)
+    loaded = _quiet(ks.load, tmp_path / target)
+    np.testing.assert_array_equal(zoo.predict(loaded, x), zoo.predict(model, x))
+    assert loaded.kerasafe.labels is None and loaded.kerasafe.format == target.split(".")[1]
+    info = ks.inspect(tmp_path / target)
+    assert info["written_by_kerasafe"] is False and info["hashes"]["recorded"] == 0
+    assert info["total_params"] == model.count_params()
+
+
+def test_we_load_plain_keras_weights_and_json(trained, tmp_path):
+    name, model = trained
+    x = zoo.inputs(name, seed=10)
+    model.save_weights(tmp_path / "plain.weights.h5")
+    (tmp_path / "plain.json").write_text(model.to_json())
+    loaded = _quiet(ks.load, tmp_path / "plain.json", weights=tmp_path / "plain.weights.h5")
+    np.testing.assert_array_equal(zoo.predict(loaded, x), zoo.predict(model, x))
+
+
+def test_plain_keras_reads_our_json(tmp_path):
+    model = zoo.trained("mlp")
+    ks.save(model, tmp_path / "arch.json", labels=["a", "b", "c"])
+    rebuilt = keras.models.model_from_json((tmp_path / "arch.json").read_text())
+    assert rebuilt.count_params() == model.count_params()
+
+
+def test_saving_does_not_change_the_users_model(tmp_path):
+    """Keras's HDF5 writer drops the optimizer from the live compile config; ours must not."""
+    model = zoo.trained("mlp")
+    before = model.get_compile_config()
+    ks.save(model, tmp_path / "m.h5")
+    assert model.get_compile_config() == before
+    ks.save(model, tmp_path / "m.keras")
+    assert type(_quiet(ks.load, tmp_path / "m.keras").optimizer).__name__ == "Adam"
