@@ -123,10 +123,9 @@ def fsync_tree(root: pathlib.Path) -> None:
         fsync_dir(dirpath)
 
 
-def temporary_sibling(target: pathlib.Path, suffix: str = "") -> pathlib.Path:
-    """A fresh name beside ``target`` that says which process made it (for clean-up)."""
-    tag = f"{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
-    return target.with_name(f".{target.name}{tag}{suffix}")
+def temporary_sibling(target: pathlib.Path) -> pathlib.Path:
+    """A fresh hidden name beside ``target`` that says which process made it (for clean-up)."""
+    return target.with_name(f".{target.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -167,29 +166,29 @@ def _prepare_target(target) -> pathlib.Path:
 
 
 @contextlib.contextmanager
-def atomic_file(target, *, suffix: str | None = None) -> Iterator[pathlib.Path]:
-    """Yield a temporary path beside ``target``; on success it replaces ``target`` durably.
+def atomic_file(target) -> Iterator[pathlib.Path]:
+    """Yield a temporary path for ``target``; on success it replaces ``target`` durably.
 
-    The temporary keeps ``target``'s suffix (some writers look at it). If the body
-    raises, the temporary is removed and ``target`` is untouched.
+    The temporary file has ``target``'s own name, inside a private hidden directory
+    beside it: writers that look at the suffix see the real one, and any helper files
+    a writer makes (safetensors and Keras make their own) are removed with the
+    directory, also after a crash (see :func:`remove_stale_temporaries`). If the body
+    raises, ``target`` is untouched.
     """
     target = _prepare_target(target)
     if target.is_dir():
         raise errors.WrongKindOfPathError(
             target, "a file path to write", "an existing directory", "choose a file name, or remove the directory"
         )
-    tmp = temporary_sibling(target, target.suffix if suffix is None else suffix)
+    workdir = temporary_sibling(target)
+    workdir.mkdir()
+    tmp = workdir / target.name
     try:
         yield tmp
         fsync_file(tmp)
         os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            if tmp.is_dir():
-                shutil.rmtree(tmp)
-            else:
-                tmp.unlink()
-        raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     fsync_dir(target.parent)
 
 

@@ -12,6 +12,7 @@ import io
 import json
 import pathlib
 import posixpath
+import re
 import zipfile
 
 from .. import _keras, errors, storage
@@ -100,7 +101,7 @@ class KerasZipFormat(Format):
         hashes = {name: storage.hash_bytes(data) for name, data in members.items()}
         # The weights go to a file beside the target first and are then copied into the zip
         # as a stored member, so a large model is never held in memory twice.
-        weights_tmp = storage.temporary_sibling(target, ".weights.h5")
+        weights_tmp = target.with_name(target.name + ".weights.h5")
         skip = {id(model.optimizer)} if (not include_optimizer and getattr(model, "optimizer", None)) else set()
         try:
             store = lib.H5IOStore(weights_tmp, mode="w")
@@ -185,25 +186,57 @@ def _optimizer_from_config(config: dict) -> dict | None:
     return None
 
 
+def _snake(class_name: str) -> str:
+    # Keras names each layer's group after its class (keras.src.utils.naming.to_snake_case);
+    # restated here because inspect must not import Keras.
+    name = re.sub(r"\W+", "", class_name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _config_layers(config: dict | None) -> list[dict]:
+    inner = (config or {}).get("config")
+    layers = inner.get("layers", []) if isinstance(inner, dict) else (inner or [])
+    return [l for l in layers if isinstance(l, dict)]
+
+
+def keras3_layer_table(layers_group, config: dict | None) -> list[dict]:
+    """Layer rows of a Keras 3 weights layout, named as in the model config.
+
+    Keras stores layer ``i`` under ``layers/<class in snake case>[_<n>]``, counting
+    each class in the order of the model's layers, not under the layer's own name.
+    """
+    rows, used = [], {}
+    for layer in _config_layers(config):
+        cls = layer.get("class_name") or "?"
+        key = _snake(cls)
+        index = used.get(key, -1) + 1
+        group = layers_group.get(key if index == 0 else f"{key}_{index}") if layers_group is not None else None
+        if group is None and cls == "InputLayer":
+            continue  # Sequential keeps its InputLayer out of the saved layers
+        used[key] = index
+        params = _hdf5.weights_summary(group)[0] if group is not None else None
+        name = (layer.get("config") or {}).get("name")
+        rows.append({"name": name, "class": cls, "output_shape": None, "params": params})
+    if not rows and layers_group is not None:  # no config to go by: the groups as stored
+        rows = [{"name": k, "class": None, "output_shape": None, "params": _hdf5.weights_summary(layers_group[k])[0]} for k in layers_group]
+    return rows
+
+
 def keras3_weights_overview(h5, config: dict | None) -> dict:
-    """Layer table, parameter count, bytes and dtypes of a Keras 3 weights layout."""
-    classes = _hdf5.config_layer_classes(config)
-    layers = []
-    layers_group = h5.get("layers")
-    if layers_group is not None:
-        for name in layers_group:
-            p, _b, _d = _hdf5.weights_summary(layers_group[name])
-            layers.append({"name": name, "class": classes.get(name), "output_shape": None, "params": p})
-    skip_opt = {k: h5[k] for k in h5 if k != "optimizer"}
+    """Layer table, parameter count, bytes and dtypes of a Keras 3 weights layout (optimizer excluded)."""
     params = nbytes = 0
     dtypes: dict[str, int] = {}
-    for group in skip_opt.values():
-        if isinstance(group, _hdf5.h5py.Group):
-            p, b, d = _hdf5.weights_summary(group)
-            params, nbytes = params + p, nbytes + b
-            for k, v in d.items():
-                dtypes[k] = dtypes.get(k, 0) + v
-    return {"layers": layers, "total_params": params, "weights_bytes": nbytes, "dtypes": dtypes}
+    for key in h5:
+        group = h5[key]
+        if key == "optimizer" or not isinstance(group, _hdf5.h5py.Group):
+            continue
+        p, b, d = _hdf5.weights_summary(group)
+        params, nbytes = params + p, nbytes + b
+        for k, v in d.items():
+            dtypes[k] = dtypes.get(k, 0) + v
+    table = keras3_layer_table(h5.get("layers"), config)
+    return {"layers": table, "total_params": params, "weights_bytes": nbytes, "dtypes": dtypes}
 
 
 def load_keras3_weights(model, source, path, *, by_name: bool, skip_mismatch: bool) -> None:
