@@ -29,6 +29,12 @@ def verify(path) -> dict:
     """Re-hash every member the file recorded; ``{"ok": bool|None, "members": {...}}``.
 
     ``ok`` is None when the file recorded no hashes (not written by kerasafe).
+
+    Example:
+        >>> import keras, kerasafe as ks, tempfile, os
+        >>> p = ks.save(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]), os.path.join(tempfile.mkdtemp(), "m.h5"))
+        >>> ks.verify(p)["ok"]
+        True
     """
     p = storage.existing_path(path, "a model file")
     members = formats.detect(p).verify(p)
@@ -41,6 +47,13 @@ def inspect(path, *, verify_hashes: bool | None = None) -> dict:
 
     Never imports keras, jax, tensorflow or torch. ``verify_hashes=None`` checks
     hashes for files up to 256 MiB and leaves larger ones to :func:`verify`.
+
+    Example:
+        >>> import keras, kerasafe as ks, tempfile, os
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> info = ks.inspect(ks.save(m, os.path.join(tempfile.mkdtemp(), "m.safetensors"), labels=["a", "b"]))
+        >>> info["format"], info["labels"], [l["class"] for l in info["layers"]]
+        ('safetensors', ['a', 'b'], ['Dense'])
     """
     p = storage.existing_path(path, "a model file")
     fmt = formats.detect(p)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import _keras, errors, translation
 from . import _hdf5
-from .base import MODEL, Format, apply_manifest, keras_failure, summary
+from .base import MODEL, Format, apply_manifest, keras_failure, model_from_stored_architecture, summary
 
 
 def _first_line(exc: Exception) -> str:
@@ -73,6 +73,19 @@ def restore_optimizer(model, f, path, custom_objects, manifest: dict | None) -> 
         variable.assign(value)
 
 
+def _write_keras2_configs(f, target) -> None:
+    """Rewrite the configs Keras 3 wrote into terms both Keras 3 and tf.keras 2 read."""
+    model_config, problems = translation.model_config_to_keras2(_hdf5.attr_json(f, "model_config", target))
+    if problems:
+        warnings.warn(f"{target.name}: tf.keras 2 will not open this file: {problems[0]}", stacklevel=5)
+    else:
+        f.attrs["model_config"] = json.dumps(model_config)
+    training = _hdf5.attr_json(f, "training_config", target)
+    if training is not None:
+        training, _ = translation.training_config_to_keras2(training)
+        f.attrs["training_config"] = json.dumps(training)
+
+
 class HDF5ModelFormat(Format):
     name = "h5"
     description = "legacy full-model HDF5 (.h5)"
@@ -87,13 +100,16 @@ class HDF5ModelFormat(Format):
 
     def write(self, model, target, manifest, *, include_optimizer):
         legacy = _keras.legacy_h5()
+        # The Keras 3 config goes into the manifest, so kerasafe rebuilds exactly this model;
+        # model_config is rewritten in Keras 2 terms so tf.keras 2 opens the file as well.
+        manifest = dict(manifest, architecture=_keras.serialize_model(model))
         if include_optimizer and getattr(model, "optimizer", None) is not None:
-            manifest = dict(manifest, compile_config=_keras.compile_config(model))
+            manifest["compile_config"] = _keras.compile_config(model)
+        else:
+            manifest["architecture"]["compile_config"] = None
         with _hdf5.open_h5(target, "w") as f, _keras.preserve_compile_config(model):
             legacy.save_model_to_hdf5(model, f, include_optimizer=include_optimizer)
-            training = _hdf5.attr_json(f, "training_config", target)
-            if training is not None:
-                f.attrs["training_config"] = json.dumps(translation.canonical_training_config(training))
+            _write_keras2_configs(f, target)
             f.flush()
             _hdf5.write_manifest(f, dict(manifest, hashes=_hdf5.dataset_hashes(f)))
 
@@ -102,16 +118,22 @@ class HDF5ModelFormat(Format):
         with _hdf5.open_h5(path, expected="a full-model HDF5 file") as f:
             _hdf5.reject_external_links(f, path)
             manifest = _hdf5.read_manifest(f, path)
-            if "model_weights" not in f:
+            group = f.get("model_weights")
+            if group is None:
                 raise errors.CorruptFileError(
                     path, "an HDF5 model with a 'model_weights' group", f"groups {list(f)[:6]}", "save the model again"
                 )
-            try:
-                # compile=False: Keras's own compile step builds the optimizer over no variables
-                # and silently drops the saved slots (Adam's moments); restore_optimizer does it right.
-                model = legacy.load_model_from_hdf5(f, custom_objects=custom_objects, compile=False, safe_mode=safe_mode)
-            except (ValueError, KeyError, TypeError, OSError) as exc:
-                raise keras_failure(path, exc, "a model Keras can rebuild from this HDF5 file") from None
+            if (manifest or {}).get("architecture"):
+                model = model_from_stored_architecture(manifest, path, compile=False, safe_mode=safe_mode, custom_objects=custom_objects)
+                load_legacy_weights(model, group, path, by_name=False, skip_mismatch=False)
+            else:
+                try:
+                    # compile=False: Keras's own compile step builds the optimizer over no
+                    # variables and drops the saved slots (Adam's moments); restore_optimizer
+                    # does it right.
+                    model = legacy.load_model_from_hdf5(f, custom_objects=custom_objects, compile=False, safe_mode=safe_mode)
+                except (ValueError, KeyError, TypeError, OSError) as exc:
+                    raise keras_failure(path, exc, "a model Keras can rebuild from this HDF5 file") from None
             if compile:
                 restore_optimizer(model, f, path, custom_objects, manifest)
         return model, manifest

@@ -1,0 +1,29 @@
+"""The runnable examples in public docstrings run and say what they claim."""
+
+import doctest
+import importlib
+import warnings
+
+import pytest
+
+MODULES = [
+    "kerasafe", "kerasafe.errors", "kerasafe.storage", "kerasafe.manifest", "kerasafe.formats",
+    "kerasafe.translation", "kerasafe.api", "kerasafe.inspection", "kerasafe.demo",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
+
+
+def test_every_public_name_has_an_example():
+    import kerasafe
+
+    for name in kerasafe.__all__:
+        obj = getattr(kerasafe, name)
+        assert obj.__doc__ and ">>>" in obj.__doc__, name
