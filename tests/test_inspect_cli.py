@@ -119,3 +119,40 @@ def test_convert_architecture_plus_weights_cli(folder, tmp_path):
     assert proc.returncode == 0, proc.stderr
     x = zoo.inputs("residual_cnn", seed=12)
     np.testing.assert_array_equal(zoo.predict(ks.load(out), x), zoo.predict(model, x))
+
+
+def test_import_kerasafe_imports_no_framework():
+    code = (
+        "import sys, kerasafe as ks\n"
+        "ks.save, ks.load, ks.inspect, ks.errors\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('keras', 'jax', 'jaxlib', 'tensorflow', 'torch')))\n"
+    )
+    assert run_python(code).stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_savedmodel_without_tensorflow(tmp_path):
+    """Writing needs the extra and says so; reading what kerasafe wrote does not need it."""
+    if importlib.util.find_spec("tensorflow"):
+        model = zoo.trained("mlp")
+        ks.save(model, tmp_path / "exported")
+    code = (
+        "import sys, warnings\n"
+        "sys.modules['tensorflow'] = None  # as if the extra were not installed\n"
+        "warnings.simplefilter('ignore')\n"
+        "import kerasafe as ks, zoo\n"
+        "from kerasafe import errors\n"
+        f"d = {str(tmp_path)!r}\n"
+        "try:\n"
+        "    ks.save(zoo.trained('mlp'), d + '/mysavedmodel')\n"
+        "except errors.MissingDependencyError as e:\n"
+        "    print('ERROR', e)\n"
+        "import os\n"
+        "print('EXISTS', os.path.exists(d + '/mysavedmodel'))\n"
+        "if os.path.exists(d + '/exported'):\n"
+        "    print('LOADED', ks.load(d + '/exported').count_params())\n"
+    )
+    out = run_python(code, backend="jax").stdout
+    assert "ERROR" in out and "kerasafe[tensorflow]" in out and "mysavedmodel" in out
+    assert "EXISTS False" in out
+    if (tmp_path / "exported").exists():
+        assert f"LOADED {model.count_params()}" in out
