@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import pathlib
 import sys
 
 from rich.console import Console
@@ -139,7 +140,7 @@ def cmd_convert(args) -> int:
     with _busy(f"converting {args.src} -> {args.dst}", args.quiet):
         dst = convert(args.src, args.dst, weights=args.weights)
     if not args.quiet:
-        out.print(f"{args.src} [{detect(_p(args.src)).name}] -> {dst} [{detect(dst).name}]")
+        out.print(f"{args.src} [{detect(pathlib.Path(args.src)).name}] -> {dst} [{detect(dst).name}]")
     return 0
 
 
@@ -147,12 +148,6 @@ def cmd_demo(args) -> int:
     from .demo import run
 
     return run(args.out, quiet=args.quiet)
-
-
-def _p(path):
-    import pathlib
-
-    return pathlib.Path(path)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -83,28 +83,21 @@ def _nbytes(variable) -> int:
 
 
 def summarize_optimizer(model) -> dict | None:
+    """Class, step count and learning rate of ``model``'s optimizer (None when not compiled)."""
+    from . import _keras
+
     opt = getattr(model, "optimizer", None)
     if opt is None:
         return None
-    summary: dict[str, Any] = {"class": type(opt).__name__, "variables": len(opt.variables)}
-    try:
-        summary["iterations"] = int(opt.iterations.numpy() if hasattr(opt.iterations, "numpy") else opt.iterations)
-    except Exception:
-        from . import _keras
-
-        summary["iterations"] = int(_keras.to_numpy(opt.iterations))
-    try:
-        lr = opt.learning_rate
-        summary["learning_rate"] = float(_scalar(lr))
-    except Exception:  # a schedule object: its config says more than a number
-        summary["learning_rate"] = None
+    summary: dict[str, Any] = {
+        "class": type(opt).__name__,
+        "variables": len(opt.variables),
+        "iterations": int(_keras.to_numpy(opt.iterations)),
+        "learning_rate": None,  # a schedule's config says more than one number
+    }
+    if hasattr(opt, "_learning_rate") and not callable(opt._learning_rate):
+        summary["learning_rate"] = float(_keras.to_numpy(opt.learning_rate))
     return summary
-
-
-def _scalar(value):
-    from . import _keras
-
-    return _keras.to_numpy(value)
 
 
 def describe_model(model) -> dict:
