@@ -156,3 +156,30 @@ def test_savedmodel_without_tensorflow(tmp_path):
     assert "EXISTS False" in out
     if (tmp_path / "exported").exists():
         assert f"LOADED {model.count_params()}" in out
+
+
+def test_format_is_judged_by_content_not_name(folder, tmp_path):
+    d, model = folder
+    x = zoo.inputs("residual_cnn", seed=15)
+    renames = {"m.keras": "a.h5", "m.h5": "b.keras", "m.weights.h5": "c.safetensors", "m.safetensors": "d.json", "m.yaml": "e.bin"}
+    for src, dst in renames.items():
+        (tmp_path / dst).write_bytes((d / src).read_bytes())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if src == "m.yaml":
+                loaded = ks.load(tmp_path / dst, weights=d / "m.keras")
+            else:
+                loaded = ks.load(tmp_path / dst)
+        np.testing.assert_array_equal(zoo.predict(loaded, x), zoo.predict(model, x))
+        assert ks.inspect(tmp_path / dst)["format"] == ks.inspect(d / src)["format"]
+
+
+def test_large_files_leave_hashes_to_verify(folder, monkeypatch):
+    from kerasafe import inspection
+
+    d, _ = folder
+    monkeypatch.setattr(inspection, "AUTO_VERIFY_BYTES", 1024)  # as if the file were gigabytes
+    info = ks.inspect(d / "m.keras")
+    assert info["hashes"]["checked"] is False and info["hashes"]["ok"] is None and info["hashes"]["recorded"] > 0
+    assert ks.inspect(d / "m.keras", verify_hashes=True)["hashes"]["ok"] is True
+    assert ks.verify(d / "m.keras")["ok"] is True
