@@ -20,6 +20,7 @@ import warnings
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 TARGETS = (
@@ -76,7 +77,7 @@ def run(out_dir, *, quiet: bool = False, epochs: int = 5) -> int:
     for name, how in TARGETS:
         path = out / name
         if name == "savedmodel" and importlib.util.find_spec("tensorflow") is None:
-            table.add_row(name, "savedmodel", "-", "-", "-", "skipped: pip install 'kerasafe[tensorflow]'")
+            table.add_row(name, "savedmodel", "-", "-", "-", escape("skipped: pip install 'kerasafe[tensorflow]'"))
             continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
