@@ -11,6 +11,7 @@ import contextlib
 import json
 import pathlib
 import sys
+import warnings
 
 from rich.console import Console
 from rich.table import Table
@@ -144,6 +145,77 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .pipeline.train import train
+
+    size = tuple(int(v) for v in args.image_size.lower().split("x")) if args.image_size else None
+    result = train(
+        args.dataset, args.out, arch=args.arch, image_size=size, color=args.color, channel_order=args.channel_order,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, augment=args.augment, seed=args.seed,
+        label_column=args.label, quiet=args.quiet,
+    )
+    if not args.quiet:
+        table = Table(title=f"trained {result.model.name} on {args.dataset}")
+        table.add_column("what")
+        table.add_column("value")
+        last = {k: v[-1] for k, v in result.history.items()}
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            if key in last:
+                table.add_row(f"final {key}", f"{last[key]:.4f}")
+        if result.test_accuracy is not None:
+            table.add_row("test accuracy", f"{result.test_accuracy:.4f}")
+        table.add_row("classes", ", ".join(result.dataset.labels))
+        table.add_row("samples (train/val/test)", f"{len(result.dataset.y_train)}/{len(result.dataset.y_val)}/{len(result.dataset.y_test)}")
+        for name in ("model.keras", "history.csv", "plot.png", "report.txt", "checkpoints"):
+            if (result.out_dir / name).exists():
+                table.add_row(name, str(result.out_dir / name))
+        out.print(table)
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .pipeline.predict import predict
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with _busy("predicting", args.json):
+            results, failures = predict(args.model, args.inputs, top_k=args.top_k, montage=args.montage)
+    for w in caught:
+        if "kerasafe" in str(w.filename) or str(args.model) in str(w.message):
+            err.print(str(w.message), markup=False)
+    for name, message in failures:
+        err.print(f"skipped {name}: {message}", markup=False, soft_wrap=True)
+    if args.json:
+        for r in results:
+            print(json.dumps({"input": r["input"], "label": r["label"], "score": r["score"], "top": r["top"]}))
+    else:
+        table = Table(title=f"{len(results)} predictions")
+        for col in ("input", "label", "score"):
+            table.add_column(col, justify="right" if col == "score" else "left")
+        for r in results:
+            table.add_row(r["input"], r["label"], f"{r['score']:.4f}")
+        out.print(table)
+        if args.montage and results:
+            out.print(f"montage: {args.montage}")
+    if not results and not failures:
+        err.print(f"{' '.join(args.inputs)}: expected image or CSV files, found none; pass files or folders that hold them")
+        return EXIT_ERROR
+    return EXIT_ERROR if failures else 0
+
+
+def cmd_evaluate(args) -> int:
+    from .pipeline.predict import evaluate
+
+    with _busy("evaluating", args.json):
+        result = evaluate(args.model, args.dataset)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        out.print(f"{result['dataset']}: {result['samples']} samples, accuracy {result['accuracy']:.4f}")
+        out.print(result["report"], markup=False)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run
 
@@ -172,7 +244,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("demo", help="the main job: train on digits, save every format, inspect, load, predict")
+    p = sub.add_parser("train", help="train a classifier; the model file carries its labels and preprocessing")
+    p.add_argument("dataset", help="'digits', a CSV file, or an image folder (training/validation/testing or class folders)")
+    p.add_argument("--out", required=True, help="run folder: model.keras, history.csv, plot.png, report.txt, checkpoints/")
+    p.add_argument("--arch", default="auto", choices=["auto", "mlp", "shallownet", "resnet"])
+    p.add_argument("--image-size", help="HEIGHTxWIDTH, e.g. 64x64 (default: the first image's size)")
+    p.add_argument("--color", default="rgb", choices=["rgb", "grayscale"])
+    p.add_argument("--channel-order", default="rgb", choices=["rgb", "bgr"], help="bgr: as OpenCV arrays are")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--augment", action="store_true", help="random flips, rotations, shifts and zoom while training")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--label", help="CSV label column (name or index; default: the last column)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="predict image or CSV files with the preprocessing stored in the model")
+    p.add_argument("model")
+    p.add_argument("inputs", nargs="+", metavar="INPUT")
+    p.add_argument("--montage", help="write a 4x4 grid of labelled images to this PNG")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--top-k", type=int, default=1)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="accuracy, per-class report and confusion matrix on a data set")
+    p.add_argument("model")
+    p.add_argument("dataset")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="the main job: train on digits, predict new digit images with a montage, every format")
     p.add_argument("--out", default="kerasafe-demo", help="folder for everything it writes")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)

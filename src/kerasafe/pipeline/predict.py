@@ -1,0 +1,133 @@
+"""``kerasafe predict`` and ``kerasafe evaluate``: inputs decoded from the model file's manifest alone.
+
+Example (after ``kerasafe train digits --out run``):
+    >>> from kerasafe.pipeline.predict import predict
+    >>> results, failures = predict("run/model.keras", ["new-digits/"])  # doctest: +SKIP
+    >>> results[0]["label"], round(results[0]["score"], 3)  # doctest: +SKIP
+    ('7', 0.998)
+"""
+
+from __future__ import annotations
+
+import pathlib
+import warnings
+
+import numpy as np
+
+from .. import api, errors
+from . import reports
+from .data import IMAGE_SUFFIXES, decode_image, image_preprocessing, load_dataset, read_table
+
+BATCH = 256  # files decoded and predicted together: thousands of images, a handful of predict calls
+
+
+def _model_and_preprocessing(model_path):
+    model = api.load(model_path, compile=False)
+    info = model.kerasafe
+    labels = list(info.labels) if info.labels else None
+    preprocessing = info.as_dict()["preprocessing"]
+    shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
+    if preprocessing is None and shape is not None and len(shape) == 3:
+        # A model from elsewhere: size and color from its input; pixels given as 0-255.
+        preprocessing = image_preprocessing(shape[:2], color_mode="grayscale" if shape[2] == 1 else "rgb")
+        warnings.warn(f"{model_path}: no preprocessing recorded; decoding images to {shape} from the model's input", stacklevel=3)
+    if preprocessing is None:
+        raise errors.KerasafeError(model_path, "a model with preprocessing recorded (saved by kerasafe)", "none", "save it with ks.save(..., preprocessing=...)")
+    if preprocessing["kind"] == "image" and shape is not None and shape[-1] not in (1, 3):
+        raise errors.KerasafeError(
+            model_path, "a model that takes 1 (grayscale) or 3 (rgb) channels", f"an input of {shape[-1]} channels",
+            "kerasafe decodes image files to grayscale or RGB only",
+        )
+    return model, labels, preprocessing
+
+
+def _gather(inputs, kind: str) -> list[pathlib.Path]:
+    suffixes = {".csv", ".txt"} if kind == "table" else IMAGE_SUFFIXES
+    files = []
+    for item in inputs:
+        path = pathlib.Path(item)
+        if path.is_dir():
+            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes))
+        else:
+            files.append(path)
+    return files
+
+
+def _rows(probabilities: np.ndarray, names: list[str], top_k: int) -> list[dict]:
+    out = []
+    for probs in probabilities:
+        order = np.argsort(-probs, kind="stable")[: max(1, top_k)]
+        out.append({"label": names[order[0]], "score": float(probs[order[0]]), "index": int(order[0]),
+                    "top": [[names[i], float(probs[i])] for i in order]})
+    return out
+
+
+def predict(model_path, inputs, *, top_k: int = 1, montage=None) -> tuple[list[dict], list[tuple[str, str]]]:
+    """Predict every input; return ``(results, failures)`` where failures are ``(input, message)``.
+
+    Results are ``{"input", "label", "score", "top"}``; a model without labels names
+    classes by index. With ``montage``, up to 16 image inputs are drawn as a 4x4 grid.
+    """
+    model, labels, preprocessing = _model_and_preprocessing(model_path)
+    n_out = int(model.outputs[0].shape[-1])
+    names = labels or [str(i) for i in range(n_out)]
+    files = _gather(inputs, preprocessing["kind"])
+    results: list[dict] = []
+    failures: list[tuple[str, str]] = []
+    if preprocessing["kind"] == "table":
+        for path in files:
+            try:
+                rows = read_table(path, preprocessing)
+            except (errors.KerasafeError, OSError, UnicodeDecodeError) as exc:
+                failures.append((str(path), str(exc)))
+                continue
+            for line, row in enumerate(_rows(model.predict(rows, batch_size=BATCH, verbose=0), names, top_k), start=1):
+                results.append({"input": f"{path}:{line}", **row})
+        return results, failures
+    for start in range(0, len(files), BATCH):
+        batch, kept = [], []
+        for path in files[start:start + BATCH]:
+            try:
+                batch.append(decode_image(path, preprocessing))
+                kept.append(path)
+            except (errors.KerasafeError, OSError) as exc:
+                failures.append((str(path), str(exc)))
+        if batch:
+            probabilities = model.predict(np.stack(batch), batch_size=BATCH, verbose=0)
+            results.extend({"input": str(p), **row} for p, row in zip(kept, _rows(probabilities, names, top_k)))
+    if montage is not None and results:
+        tiles = [(pathlib.Path(r["input"]), f"{r['label']} {r['score']:.2f}", r["index"]) for r in results[:16]]
+        reports.write_montage(pathlib.Path(montage), tiles, len(names))
+    return results, failures
+
+
+def evaluate(model_path, dataset, *, label_column=None) -> dict:
+    """Accuracy, per-class report and confusion matrix of a saved model on a data set.
+
+    A folder with ``testing/`` is evaluated on that split, ``digits`` on its held-out
+    split, anything else (class folders, a CSV) on all of it.
+    """
+    model, labels, preprocessing = _model_and_preprocessing(model_path)
+    if str(dataset) == "digits":
+        ds = load_dataset("digits")  # its held-out split, the same one training used
+    elif preprocessing["kind"] == "image":
+        ds = load_dataset(dataset, image_size=preprocessing["size"], color=preprocessing["color_mode"],
+                          channel_order=preprocessing.get("channel_order", "rgb"),
+                          interpolation=preprocessing.get("interpolation", "bilinear"), ratios=(0.0, 0.0, 1.0))
+    else:
+        ds = load_dataset(dataset, label_column=preprocessing.get("label_column"), ratios=(0.0, 0.0, 1.0))
+    names = labels or [str(i) for i in range(int(model.outputs[0].shape[-1]))]
+    unknown = [label for label in ds.labels if label not in names]
+    if unknown:
+        raise errors.KerasafeError(dataset, f"classes the model knows ({', '.join(names)})", f"class '{unknown[0]}'", "evaluate on data of the same classes")
+    y_true = np.asarray([names.index(ds.labels[i]) for i in ds.y_test])
+    x = ds.x_test
+    if preprocessing["kind"] == "table" and list(preprocessing["columns"]) != list(ds.preprocessing["columns"]):
+        raise errors.KerasafeError(dataset, f"columns {preprocessing['columns']}", f"columns {ds.preprocessing['columns']}", "use the training columns")
+    y_pred = np.argmax(model.predict(x, batch_size=BATCH, verbose=0), axis=1)
+    return {
+        "dataset": str(dataset),
+        "samples": int(len(y_true)),
+        "accuracy": float(np.mean(y_pred == y_true)) if len(y_true) else None,
+        "report": reports.classification_text(y_true, y_pred, names),
+    }
