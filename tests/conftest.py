@@ -28,8 +28,8 @@ def run_python(code_or_args, *, backend: str | None = None, cwd=None, timeout=60
     return proc
 
 
-def run_cli(*args, cwd=None, timeout=300):
-    env = dict(os.environ)
+def run_cli(*args, cwd=None, timeout=300, columns=200):
+    env = dict(os.environ, COLUMNS=str(columns))  # rich tables fit paths on one line
     return subprocess.run(
         [sys.executable, "-m", "kerasafe.cli", *map(str, args)], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )

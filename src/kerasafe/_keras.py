@@ -182,3 +182,30 @@ def finalize_loaded_state(model) -> None:
         finalize = getattr(layer, "finalize_state", None)
         if callable(finalize):
             finalize()
+
+
+def set_random_seed(seed: int) -> None:
+    """``keras.utils.set_random_seed`` without importing TensorFlow on other backends.
+
+    Keras's version also seeds TensorFlow whenever it is installed, which imports it
+    (seconds of start-up and log noise) even on JAX; the rest is the same.
+    """
+    k = keras()
+    if k.backend.backend() == "tensorflow":
+        k.utils.set_random_seed(seed)
+        return
+    import random
+
+    import numpy as np
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+    from keras.src.utils import rng_utils
+
+    global_state.set_global_attribute(rng_utils.GLOBAL_RANDOM_SEED, seed)
+    global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
+    random.seed(seed)
+    np.random.seed(seed)
+    if k.backend.backend() == "torch":
+        import torch
+
+        torch.manual_seed(seed)

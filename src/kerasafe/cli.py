@@ -190,8 +190,9 @@ def cmd_predict(args) -> int:
             print(json.dumps({"input": r["input"], "label": r["label"], "score": r["score"], "top": r["top"]}))
     else:
         table = Table(title=f"{len(results)} predictions")
-        for col in ("input", "label", "score"):
-            table.add_column(col, justify="right" if col == "score" else "left")
+        table.add_column("input", overflow="fold")
+        table.add_column("label")
+        table.add_column("score", justify="right")
         for r in results:
             table.add_row(r["input"], r["label"], f"{r['score']:.4f}")
         out.print(table)

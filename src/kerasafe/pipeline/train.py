@@ -84,7 +84,7 @@ def train(dataset, out_dir, *, arch="auto", image_size=None, color="rgb", channe
           epochs=10, batch_size=32, lr=1e-3, augment=False, seed=0, label_column=None, quiet=False) -> TrainResult:
     """Train on ``dataset`` and write model.keras, history.csv, plot.png, report.txt and checkpoints/ to ``out_dir``."""
     keras = _keras.keras()
-    keras.utils.set_random_seed(seed)
+    _keras.set_random_seed(seed)
     out = pathlib.Path(out_dir)
     ds = load_dataset(dataset, image_size=image_size, color=color, channel_order=channel_order,
                       interpolation=interpolation, label_column=label_column, seed=seed)
