@@ -183,3 +183,19 @@ def test_large_files_leave_hashes_to_verify(folder, monkeypatch):
     assert info["hashes"]["checked"] is False and info["hashes"]["ok"] is None and info["hashes"]["recorded"] > 0
     assert ks.inspect(d / "m.keras", verify_hashes=True)["hashes"]["ok"] is True
     assert ks.verify(d / "m.keras")["ok"] is True
+
+
+def test_saving_and_loading_on_jax_leave_tensorflow_unimported(tmp_path):
+    """Keras's serializers import TensorFlow just to test types; kerasafe spares JAX users that."""
+    code = (
+        "import sys, warnings\nwarnings.simplefilter('ignore')\n"
+        "import kerasafe as ks, zoo\n"
+        f"d = {str(tmp_path)!r}\n"
+        "m = zoo.trained('residual_cnn')\n"
+        "for n in ['m.keras', 'm.h5', 'm.weights.h5', 'm.safetensors', 'm.json', 'm.yaml']:\n"
+        "    ks.save(m, d + '/' + n)\n"
+        "    ks.load(d + '/' + n, weights=(d + '/m.keras') if n.endswith(('json', 'yaml')) else None)\n"
+        "ks.save_weights(m, d + '/w.h5'); ks.load_weights(m, d + '/w.h5')\n"
+        "print('TF', 'tensorflow' in sys.modules)\n"
+    )
+    assert run_python(code, backend="jax").stdout.strip().splitlines()[-1] == "TF False"

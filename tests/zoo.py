@@ -110,7 +110,9 @@ def targets(name: str, n: int = 16, seed: int = 0):
 
 def trained(name: str, steps: int = 2):
     """A zoo model after a few optimizer steps, so its optimizer holds real state."""
-    keras.utils.set_random_seed(0)
+    from kerasafe import _keras
+
+    _keras.set_random_seed(0)  # keras.utils.set_random_seed, minus importing TensorFlow on JAX
     m = BUILDERS[name]()
     m.fit(inputs(name), targets(name), batch_size=8, epochs=steps, verbose=0, shuffle=False)
     return m

@@ -93,17 +93,45 @@ def model_from_config(config: dict, *, custom_objects=None, compile=True, safe_m
         return ser.deserialize_keras_object(config, custom_objects, safe_mode=safe_mode)
 
 
+class tensorflow_left_alone:
+    """While writing, keep Keras from importing TensorFlow just to ask whether it exists.
+
+    Keras's serializers test ``isinstance(obj, tf.TensorShape)`` behind
+    ``tf.available``, which imports TensorFlow whenever it is installed: seconds of
+    start-up and log noise on JAX or PyTorch. No object can be a TensorFlow type
+    while TensorFlow is not imported, so the answer "not available" is exact then.
+    Used only around serialization: layers that need TensorFlow must still find it.
+    """
+
+    def __enter__(self):
+        import sys
+
+        from keras.src.utils import module_utils
+
+        self._lazy = module_utils.tensorflow
+        self._changed = "tensorflow" not in sys.modules and self._lazy._available is None
+        if self._changed:
+            self._lazy._available = False
+        return self
+
+    def __exit__(self, *exc):
+        if self._changed and self._lazy.module is None:
+            self._lazy._available = None
+        return False
+
+
 def serialize_model(model) -> dict:
     """The Keras 3 serialized dict of ``model`` (what ``config.json`` holds)."""
     ser = serialization_lib()
-    with ser.ObjectSharingScope():
+    with ser.ObjectSharingScope(), tensorflow_left_alone():
         return ser.serialize_keras_object(model)
 
 
 def compile_config(model) -> dict | None:
     """Keras 3's serialized compile config of ``model`` (None when not compiled)."""
-    config = model.get_compile_config()
-    return None if config is None else serialization_lib().serialize_dict(config)
+    with tensorflow_left_alone():
+        config = model.get_compile_config()
+        return None if config is None else serialization_lib().serialize_dict(config)
 
 
 def save_state_h5(model, h5_target) -> None:

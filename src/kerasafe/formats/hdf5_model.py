@@ -107,7 +107,7 @@ class HDF5ModelFormat(Format):
             manifest["compile_config"] = _keras.compile_config(model)
         else:
             manifest["architecture"]["compile_config"] = None
-        with _hdf5.open_h5(target, "w") as f, _keras.preserve_compile_config(model):
+        with _hdf5.open_h5(target, "w") as f, _keras.preserve_compile_config(model), _keras.tensorflow_left_alone():
             legacy.save_model_to_hdf5(model, f, include_optimizer=include_optimizer)
             _write_keras2_configs(f, target)
             f.flush()

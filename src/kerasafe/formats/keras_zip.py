@@ -110,7 +110,8 @@ class KerasZipFormat(Format):
                     zf.writestr(name, data)
                 assets = lib.DiskIOStore("assets", archive=zf, mode="w")
                 try:
-                    lib._save_state(model, weights_store=store, assets_store=assets, inner_path="", visited_saveables=skip)
+                    with _keras.tensorflow_left_alone():
+                        lib._save_state(model, weights_store=store, assets_store=assets, inner_path="", visited_saveables=skip)
                 finally:
                     store.close()
                     assets.close()
