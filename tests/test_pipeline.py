@@ -161,7 +161,8 @@ def test_model_without_labels_predicts_class_indices(tmp_path):
     proc = run_cli("predict", tmp_path / "plain.keras", tmp_path / "x.png", "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["label"] in {"0", "1", "2"}
-    assert "no preprocessing recorded" in proc.stderr and "labels" in proc.stderr
+    assert "no preprocessing recorded" in proc.stderr
+    assert "carries no labels, so classes are shown by index" in proc.stderr
 
 
 def test_model_with_a_channel_count_images_cannot_have(tmp_path):
@@ -172,3 +173,12 @@ def test_model_with_a_channel_count_images_cannot_have(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), np.uint8), "RGB").save(tmp_path / "x.png")
     proc = run_cli("predict", tmp_path / "rgba.keras", tmp_path / "x.png")
     assert proc.returncode != 0 and "4 channels" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_split_option(tmp_path):
+    _blob_images(tmp_path / "data", n=10)
+    proc = run_cli("train", tmp_path / "data", "--out", tmp_path / "run", "--epochs", "1", "--split", "0.5,0.25,0.25", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "support" in (tmp_path / "run" / "report.txt").read_text() and "5 samples" in (tmp_path / "run" / "report.txt").read_text()
+    bad = run_cli("train", tmp_path / "data", "--out", tmp_path / "run2", "--split", "0.5,0.6", "--quiet")
+    assert bad.returncode != 0 and "--split" in bad.stderr and "Traceback" not in bad.stderr

@@ -152,7 +152,7 @@ def cmd_train(args) -> int:
     result = train(
         args.dataset, args.out, arch=args.arch, image_size=size, color=args.color, channel_order=args.channel_order,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, augment=args.augment, seed=args.seed,
-        label_column=args.label, quiet=args.quiet,
+        label_column=args.label, split=_split_ratios(args.split), quiet=args.quiet,
     )
     if not args.quiet:
         table = Table(title=f"trained {result.model.name} on {args.dataset}")
@@ -171,6 +171,16 @@ def cmd_train(args) -> int:
                 table.add_row(name, str(result.out_dir / name))
         out.print(table)
     return 0
+
+
+def _split_ratios(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or any(p < 0 for p in parts) or abs(sum(parts) - 1.0) > 1e-6:
+        raise errors.KerasafeError(None, "--split as three fractions summing to 1 (train,val,test)", repr(text), "pass e.g. --split 0.7,0.15,0.15")
+    return parts
 
 
 def cmd_predict(args) -> int:
@@ -258,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", action="store_true", help="random flips, rotations, shifts and zoom while training")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", help="CSV label column (name or index; default: the last column)")
+    p.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test fractions for data without training/validation/testing folders")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 

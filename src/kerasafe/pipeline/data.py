@@ -109,6 +109,7 @@ def _digits(seed: int) -> Dataset:
 
 
 def _split(x, y, labels, preprocessing, source, seed, ratios) -> Dataset:
+    """Shuffle with ``seed`` and cut into train/validation/test by ``ratios`` (same seed, same cut)."""
     order = np.random.default_rng(seed).permutation(len(x))
     n_train = int(round(len(x) * ratios[0]))
     n_val = int(round(len(x) * ratios[1]))

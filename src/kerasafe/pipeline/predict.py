@@ -70,6 +70,12 @@ def predict(model_path, inputs, *, top_k: int = 1, montage=None) -> tuple[list[d
     """
     model, labels, preprocessing = _model_and_preprocessing(model_path)
     n_out = int(model.outputs[0].shape[-1])
+    if labels is None:
+        warnings.warn(
+            f"{model_path}: the model carries no labels, so classes are shown by index; "
+            "save it with ks.save(model, path, labels=[...]) to name them",
+            stacklevel=2,
+        )
     names = labels or [str(i) for i in range(n_out)]
     files = _gather(inputs, preprocessing["kind"])
     results: list[dict] = []

@@ -81,13 +81,14 @@ def _metrics_text(logs) -> str:
 
 
 def train(dataset, out_dir, *, arch="auto", image_size=None, color="rgb", channel_order="rgb", interpolation="bilinear",
-          epochs=10, batch_size=32, lr=1e-3, augment=False, seed=0, label_column=None, quiet=False) -> TrainResult:
+          epochs=10, batch_size=32, lr=1e-3, augment=False, seed=0, label_column=None, split=(0.7, 0.15, 0.15),
+          quiet=False) -> TrainResult:
     """Train on ``dataset`` and write model.keras, history.csv, plot.png, report.txt and checkpoints/ to ``out_dir``."""
     keras = _keras.keras()
     _keras.set_random_seed(seed)
     out = pathlib.Path(out_dir)
     ds = load_dataset(dataset, image_size=image_size, color=color, channel_order=channel_order,
-                      interpolation=interpolation, label_column=label_column, seed=seed)
+                      interpolation=interpolation, label_column=label_column, seed=seed, ratios=split)
     model = build(arch, ds, augment=augment)
     model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", metrics=["accuracy"])
     metadata = {"dataset": str(dataset), "arch": model.name, "epochs": epochs, "batch_size": batch_size, "lr": lr,
