@@ -228,7 +228,7 @@ def test_failed_save_leaves_old_file_intact(mlp, tmp_path):
 
     broken = keras.Sequential([keras.Input((3,)), Unsaveable()])
     for target in (path, tmp_path / "m.h5", tmp_path / "m.safetensors"):
-        with pytest.raises(Exception):
+        with pytest.raises(RuntimeError, match="cannot serialize me"):
             ks.save(broken, target)
     assert path.read_bytes() == before
     assert not (tmp_path / "m.h5").exists() and not (tmp_path / "m.safetensors").exists()

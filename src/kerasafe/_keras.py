@@ -84,7 +84,6 @@ def to_numpy(variable):
 
 def model_from_config(config: dict, *, custom_objects=None, compile=True, safe_mode=True):
     """Build a model from a Keras 3 serialized dict (the ``config.json`` schema)."""
-    lib = saving_lib()
     config = dict(config)
     if not compile:
         config["compile_config"] = None
