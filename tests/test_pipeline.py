@@ -117,6 +117,9 @@ def test_layouts_presplit_and_csv(tmp_path):
         _blob_images(tmp_path / "malaria" / split, classes=("Parasitized", "Uninfected"), n=4, seed=len(split))
     run = train(tmp_path / "malaria", tmp_path / "run1", epochs=1, quiet=True, batch_size=4)
     assert run.dataset.labels == ["Parasitized", "Uninfected"] and len(run.dataset.y_test) == 8
+    evaluated = run_cli("evaluate", run.model_path, tmp_path / "malaria", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["samples"] == 8  # the testing/ split
     rng = np.random.default_rng(0)
     rows = [[*rng.normal(size=4).round(3), int(rng.integers(0, 2))] for _ in range(40)]
     with_header = tmp_path / "pima.csv"
@@ -129,6 +132,9 @@ def test_layouts_presplit_and_csv(tmp_path):
         proc = run_cli("predict", run.model_path, path, "--json")
         assert proc.returncode == 0, proc.stderr
         assert len(proc.stdout.splitlines()) == 40
+        evaluated = run_cli("evaluate", run.model_path, path, "--json")
+        assert evaluated.returncode == 0, evaluated.stderr
+        assert json.loads(evaluated.stdout)["samples"] == 40  # a CSV: all of it
 
 
 @pytest.mark.parametrize("case", ["empty", "no_images", "non_numeric", "no_label"])
