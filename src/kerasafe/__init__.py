@@ -28,6 +28,8 @@ _EXPORTS = {
     "convert": "api",
     "inspect": "inspection",
     "verify": "inspection",
+    "Checkpoint": "checkpoint.callback",
+    "restore": "checkpoint.callback",
     "errors": None,
 }
 

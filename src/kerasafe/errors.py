@@ -62,3 +62,7 @@ class MissingDependencyError(KerasafeError):
 
 class UnsupportedOperationError(KerasafeError):
     """The format cannot do what was asked (for example: weights-only file with no architecture)."""
+
+
+class CheckpointLockedError(KerasafeError):
+    """Another process is writing checkpoints to the same directory."""

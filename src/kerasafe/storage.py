@@ -140,14 +140,23 @@ def _pid_alive(pid: int) -> bool:
 
 def remove_stale_temporaries(target: pathlib.Path) -> None:
     """Delete leftovers of writes to ``target`` by processes that no longer run (killed saves)."""
-    prefix = f".{target.name}{_TMP_MARK}"
-    parent = target.parent if str(target.parent) else pathlib.Path(".")
+    _remove_stale(target.parent if str(target.parent) else pathlib.Path("."), f".{target.name}{_TMP_MARK}")
+
+
+def remove_stale_temporaries_in(directory: pathlib.Path) -> None:
+    """Delete leftovers of killed writes to any name in ``directory``."""
+    _remove_stale(pathlib.Path(directory), None)
+
+
+def _remove_stale(parent: pathlib.Path, prefix: str | None) -> None:
     if not parent.is_dir():
         return
     for entry in parent.iterdir():
-        if not entry.name.startswith(prefix):
+        if prefix is not None and not entry.name.startswith(prefix):
             continue
-        pid_text = entry.name[len(prefix):].split("-", 1)[0]
+        if _TMP_MARK not in entry.name or not entry.name.startswith("."):
+            continue
+        pid_text = entry.name.split(_TMP_MARK, 1)[1].split("-", 1)[0]
         if pid_text.isdigit() and not _pid_alive(int(pid_text)):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)

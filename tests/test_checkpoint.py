@@ -1,0 +1,134 @@
+"""ks.Checkpoint / ks.restore: atomic commits, retention, fallback past damage, the lock."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import kerasafe as ks
+from kerasafe import errors
+from kerasafe.checkpoint import store
+import zoo
+
+
+def _data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8)).astype("float32")
+    return x, (x[:, 0] > 0).astype("int64") + (x[:, 1] > 1).astype("int64")
+
+
+def _fit(model, directory, epochs, **kw):
+    x, y = _data()
+    return model.fit(x, y, batch_size=8, epochs=epochs, verbose=0, shuffle=False, validation_split=0.25,
+                     callbacks=[ks.Checkpoint(directory, **kw)])
+
+
+def test_epoch_checkpoints_and_restore_latest(tmp_path):
+    model = zoo.mlp()
+    _fit(model, tmp_path, 5, keep_last=2)
+    assert [c.step for c in store.committed(tmp_path)] == [4, 5]
+    restored = ks.restore(tmp_path)
+    state = restored.kerasafe.manifest["checkpoint"]
+    assert state["epoch"] == 5 and len(state["history"]["loss"]) == 5
+    for a, b in zip(restored.weights, model.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(restored.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_keep_best_by_monitor(tmp_path):
+    model = zoo.mlp()
+    history = _fit(model, tmp_path, 6, keep_last=1, keep_best=2, monitor="val_loss")
+    losses = history.history["val_loss"]
+    best_two = sorted(range(6), key=lambda i: losses[i])[:2]
+    assert sorted(c.step for c in store.committed(tmp_path)) == sorted({6, *(i + 1 for i in best_two)})
+    best = ks.restore(tmp_path, which="best")
+    assert best.kerasafe.manifest["checkpoint"]["epoch"] == best_two[0] + 1
+    assert ks.restore(tmp_path, which=6).kerasafe.manifest["checkpoint"]["epoch"] == 6
+
+
+def test_batch_save_freq(tmp_path):
+    model = zoo.mlp()
+    _fit(model, tmp_path, 2, save_freq=3, keep_last=3)  # 6 batches an epoch: steps 3, 6, 9, 12
+    found = store.committed(tmp_path)
+    assert [c.step for c in found] == [6, 9, 12]
+    assert [(c.marker["epoch"], c.marker["batch"]) for c in found] == [(0, 6), (1, 3), (1, 6)]
+
+
+def test_damaged_newest_checkpoint_falls_back(tmp_path):
+    model = zoo.mlp()
+    _fit(model, tmp_path, 3)
+    newest = store.committed(tmp_path)[-1].path / "model.keras"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    newest.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="damaged"):
+        restored = ks.restore(tmp_path)
+    assert restored.kerasafe.manifest["checkpoint"]["epoch"] == 2
+    with pytest.raises(errors.HashMismatchError):
+        ks.restore(tmp_path, which=3)
+
+
+def test_uncommitted_leftovers_are_ignored_then_cleaned(tmp_path):
+    model = zoo.mlp()
+    _fit(model, tmp_path, 1)
+    (tmp_path / "ckpt-00000009").mkdir()  # a rename that happened without its marker
+    (tmp_path / "ckpt-00000009" / "model.keras").write_bytes(b"partial")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / f".ckpt-00000010.kerasafe-tmp-{dead}-abcd").mkdir()
+    assert [c.step for c in store.committed(tmp_path)] == [1]
+    assert ks.restore(tmp_path).kerasafe.manifest["checkpoint"]["epoch"] == 1
+    _fit(model, tmp_path, 1)
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".lock")) == ["ckpt-00000001"]
+
+
+def test_second_writer_gets_a_clear_error(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         f"from kerasafe.checkpoint.store import DirectoryLock\nimport time\nl = DirectoryLock({str(tmp_path)!r}).acquire()\n"
+         "print('locked', flush=True)\ntime.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(errors.CheckpointLockedError) as info:
+            _fit(zoo.mlp(), tmp_path, 1)
+        assert str(tmp_path) in str(info.value) and str(holder.pid) in str(info.value)
+    finally:
+        holder.kill()
+        holder.wait()
+    _fit(zoo.mlp(), tmp_path, 1)  # free again once the other run is gone
+
+
+def test_tutorial_filename_pattern_and_weights_only(tmp_path):
+    model = zoo.mlp()
+    _fit(model, tmp_path, 2, filename="weights-{epoch:02d}-{val_loss:.2f}.weights.h5", save_weights_only=True)
+    exported = sorted(p.name for p in tmp_path.glob("weights-*.weights.h5"))
+    assert len(exported) == 2 and exported[0].startswith("weights-01-")
+    fresh = zoo.mlp()
+    ks.load_weights(fresh, tmp_path / exported[-1])
+    for a, b in zip(fresh.weights, model.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_continue_with_more_data_keeps_optimizer_state(tmp_path):
+    """Tutorial 004: restore, then fit on new data; training goes on from where it was."""
+    model = zoo.mlp()
+    history = _fit(model, tmp_path, 6)
+    restored = ks.restore(tmp_path)
+    assert int(np.asarray(restored.optimizer.iterations)) == int(np.asarray(model.optimizer.iterations)) > 0
+    x_new, y_new = _data(seed=1)
+    more = restored.fit(x_new, y_new, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    assert more.history["loss"][0] <= history.history["loss"][-1] * 1.5
+
+
+def test_bad_arguments():
+    for kwargs in ({"save_freq": 0}, {"save_freq": "often"}, {"keep_last": 0}, {"mode": "up"}):
+        with pytest.raises(errors.KerasafeError):
+            ks.Checkpoint("/tmp/x", **kwargs)
