@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-import warnings
 
-import keras
 import numpy as np
 import pytest
 
