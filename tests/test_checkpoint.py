@@ -55,7 +55,8 @@ def test_batch_save_freq(tmp_path):
     _fit(model, tmp_path, 2, save_freq=3, keep_last=3)  # 6 batches an epoch: steps 3, 6, 9, 12
     found = store.committed(tmp_path)
     assert [c.step for c in found] == [6, 9, 12]
-    assert [(c.marker["epoch"], c.marker["batch"]) for c in found] == [(0, 6), (1, 3), (1, 6)]
+    # (epochs done, None) at an epoch boundary; (epoch under way, batches done in it) inside one.
+    assert [(c.marker["epoch"], c.marker["batch"]) for c in found] == [(1, None), (1, 3), (2, None)]
 
 
 def test_damaged_newest_checkpoint_falls_back(tmp_path):
@@ -129,3 +130,37 @@ def test_bad_arguments():
     for kwargs in ({"save_freq": 0}, {"save_freq": "often"}, {"keep_last": 0}, {"mode": "up"}):
         with pytest.raises(errors.KerasafeError):
             ks.Checkpoint("/tmp/x", **kwargs)
+
+
+def test_ks_fit_resumes_by_itself_in_process(tmp_path):
+    """Same script twice: the second call continues from the checkpoint instead of starting over."""
+    x, y = _data()
+
+    def script(epochs):
+        from kerasafe import _keras
+
+        _keras.set_random_seed(0)
+        model = zoo.mlp()
+        history = ks.fit(model, x, y, checkpoint_dir=tmp_path / "run", epochs=epochs, batch_size=8, seed=3, verbose=0)
+        return model, history
+
+    reference_dir = tmp_path / "reference"
+    script(2)  # "crashes" after epoch 2 of 4
+    second, history = script(4)  # run again with the full plan
+    assert len(history.history["loss"]) == 4
+    assert int(np.asarray(second.optimizer.iterations)) == 4 * 8  # 64 samples, batches of 8
+    from kerasafe import _keras
+
+    _keras.set_random_seed(0)
+    straight = zoo.mlp()
+    ks.fit(straight, x, y, checkpoint_dir=reference_dir, epochs=4, batch_size=8, seed=3, verbose=0)
+    for a, b in zip(second.weights, straight.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_ks_fit_refuses_what_it_cannot_resume(tmp_path):
+    x, y = _data()
+    with pytest.raises(errors.KerasafeError):
+        ks.fit(zoo.mlp(), x, y, checkpoint_dir=tmp_path, validation_split=0.2)
+    with pytest.raises(errors.KerasafeError):
+        ks.fit(zoo.mlp(), iter([x]), checkpoint_dir=tmp_path)

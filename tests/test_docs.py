@@ -9,7 +9,7 @@ import pytest
 MODULES = [
     "kerasafe", "kerasafe.errors", "kerasafe.storage", "kerasafe.manifest", "kerasafe.formats",
     "kerasafe.translation", "kerasafe.api", "kerasafe.inspection", "kerasafe.demo",
-    "kerasafe.checkpoint.store", "kerasafe.checkpoint.policy", "kerasafe.checkpoint.callback",
+    "kerasafe.checkpoint.store", "kerasafe.checkpoint.policy", "kerasafe.checkpoint.callback", "kerasafe.checkpoint.resume",
 ]
 
 

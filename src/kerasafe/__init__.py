@@ -30,6 +30,7 @@ _EXPORTS = {
     "verify": "inspection",
     "Checkpoint": "checkpoint.callback",
     "restore": "checkpoint.callback",
+    "fit": "checkpoint.resume",
     "errors": None,
 }
 

@@ -236,3 +236,22 @@ def set_random_seed(seed: int) -> None:
         import torch
 
         torch.manual_seed(seed)
+
+
+def global_seed_state():
+    """The state of Keras's global SeedGenerator (used by keras.random without a seed), or None."""
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+
+    gen = global_state.get_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR)
+    return None if gen is None else to_numpy(gen.state).tolist()
+
+
+def set_global_seed_state(value) -> None:
+    if value is None:
+        return
+    import numpy as np
+    from keras.src.random import seed_generator
+
+    gen = seed_generator.global_seed_generator()
+    gen.state.assign(np.asarray(value, dtype=str(gen.state.dtype)))

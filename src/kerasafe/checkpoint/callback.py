@@ -44,6 +44,17 @@ class _CheckpointMixin:
         self._history: dict[str, list[float]] = {}
         self._epoch = 0
         self._global_batch = 0
+        self._batch_offset = 0  # batches of the current epoch done before a restart (ks.fit)
+        self._due_at_epoch_end = False
+        self.extra_state = None  # ks.fit: a callable adding random and callback state
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        return self._history
+
+    def resume_from(self, history: dict, batches_done: int) -> None:
+        self._history = {k: list(v) for k, v in history.items()}
+        self._batch_offset = batches_done
 
     def on_train_begin(self, logs=None):
         self._lock.acquire()
@@ -60,24 +71,36 @@ class _CheckpointMixin:
     def on_train_batch_end(self, batch, logs=None):
         self._global_batch += 1
         if self.batches and self._global_batch % self.batches == 0:
-            self._save(step=self._global_batch, epoch=self._epoch, batch=batch + 1, logs=logs)
+            if batch + 1 == self.params.get("steps"):
+                # The epoch's last batch: save after the epoch ends instead, so the
+                # checkpoint holds its validation and history and resumes at a boundary.
+                self._due_at_epoch_end = True
+            else:
+                self._save(step=self._global_batch, epoch=self._epoch, batch=batch + 1 + self._batch_offset, logs=logs)
 
     def on_epoch_end(self, epoch, logs=None):
+        self._batch_offset = 0
         for key, value in (logs or {}).items():
             self._history.setdefault(key, []).append(float(value))
         if self.batches is None:
             self._save(step=epoch + 1, epoch=epoch + 1, batch=None, logs=logs)
+        elif self._due_at_epoch_end:
+            self._due_at_epoch_end = False
+            self._save(step=self._global_batch, epoch=epoch + 1, batch=None, logs=logs)
 
     def _save(self, *, step: int, epoch: int, batch: int | None, logs) -> None:
+        model = self.model  # on JAX this property puts the training state back into the variables
         logs = {k: float(v) for k, v in (logs or {}).items()}
         value = logs.get(self.monitor)
         state = {"step": step, "epoch": epoch, "batch": batch, "global_batch": self._global_batch,
                  "history": self._history, "monitor": self.monitor, "value": value, "mode": self.mode}
-        manifest = manifest_mod.build(self.model)
+        if self.extra_state is not None:
+            state["extra"] = self.extra_state()
+        manifest = manifest_mod.build(model)
         manifest["checkpoint"] = state
         tmp = storage.temporary_sibling(self.directory / "model.keras")
         try:
-            KERAS.write(self.model, tmp, manifest, include_optimizer=True)
+            KERAS.write(model, tmp, manifest, include_optimizer=True)
             store.commit(self.directory, step, {"model.keras": tmp},
                          extra={"epoch": epoch, "batch": batch, "global_batch": self._global_batch,
                                 "monitor": self.monitor, "value": value, "mode": self.mode})

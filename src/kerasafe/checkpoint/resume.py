@@ -1,0 +1,180 @@
+"""``ks.fit``: ``model.fit`` that checkpoints, and resumes by itself where it stopped.
+
+Keras cannot resume a shuffled run exactly: its shuffle order is not part of any
+state it saves. ``ks.fit`` owns the order instead: epoch ``e`` visits the samples in
+``permutation(seed, e)``, so a restart knows which batches are done. Everything
+else that decides what comes next is saved in each checkpoint and put back:
+weights, every optimizer variable, the Dropout/SeedGenerator states (Keras's
+``.keras`` leaves them out), Python's and NumPy's global random state, the
+history, and the state of EarlyStopping/ReduceLROnPlateau.
+
+Example:
+    >>> import keras, numpy as np, tempfile, kerasafe as ks
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]); m.compile("sgd", "mse")
+    >>> h = ks.fit(m, np.ones((16, 3)), np.ones((16, 1)), checkpoint_dir=tempfile.mkdtemp(), epochs=2, batch_size=4, verbose=0)
+    >>> len(h.history["loss"])
+    2
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+
+from .. import _keras, api, errors
+from . import store
+from .callback import Checkpoint
+
+# Callback attributes that decide what a stateful Keras callback does next.
+CALLBACK_STATE = {
+    "EarlyStopping": ("wait", "stopped_epoch", "best", "best_epoch"),
+    "ReduceLROnPlateau": ("wait", "cooldown_counter", "best"),
+}
+
+
+def _length(x) -> int:
+    if isinstance(x, dict):
+        return len(next(iter(x.values())))
+    if isinstance(x, list | tuple):
+        return len(x[0])
+    return len(x)
+
+
+def _take(x, index):
+    if x is None:
+        return None
+    if isinstance(x, dict):
+        return {k: np.asarray(v)[index] for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [np.asarray(v)[index] for v in x]
+    return np.asarray(x)[index]
+
+
+def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+    """The sample order of ``epoch``: a function of (seed, epoch) alone, so a restart can recompute it."""
+    if not shuffle:
+        return np.arange(n)
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def _batches(x, y, batch_size, seed, shuffle, start_epoch, start_batch):
+    n = _length(x)
+    epoch, first = start_epoch, start_batch
+    while True:
+        order = epoch_order(n, seed, epoch, shuffle)
+        for b in range(first, math.ceil(n / batch_size)):
+            index = order[b * batch_size:(b + 1) * batch_size]
+            yield (_take(x, index), _take(y, index)) if y is not None else (_take(x, index),)
+        epoch, first = epoch + 1, 0
+
+
+def _seed_variables(model):
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def _capture(model, callbacks, seed) -> dict:
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    global_gen = _keras.global_seed_state()
+    return {
+        "seed": seed,
+        "python_random": [py_state[0], list(py_state[1]), py_state[2]],
+        "numpy_random": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "seed_generators": [np.asarray(_keras.to_numpy(v)).tolist() for v in _seed_variables(model)],
+        "global_seed_generator": global_gen,
+        "callbacks": [
+            {"class": type(cb).__name__, **{a: _plain(getattr(cb, a, None)) for a in CALLBACK_STATE.get(type(cb).__name__, ())}}
+            for cb in callbacks
+        ],
+    }
+
+
+def _plain(value):
+    try:
+        return float(value) if not isinstance(value, int | type(None)) else value
+    except (TypeError, ValueError):
+        return None
+
+
+def _put_back(model, callbacks, extra: dict) -> None:
+    py = extra["python_random"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    np_state = extra["numpy_random"]
+    np.random.set_state((np_state[0], np.asarray(np_state[1], dtype=np.uint32), *np_state[2:]))
+    for variable, value in zip(_seed_variables(model), extra["seed_generators"]):
+        variable.assign(np.asarray(value, dtype=str(variable.dtype)))
+    _keras.set_global_seed_state(extra.get("global_seed_generator"))
+    saved = extra.get("callbacks", [])
+    for cb, state in zip(callbacks, saved):
+        if type(cb).__name__ == state.get("class"):
+            for attr in CALLBACK_STATE.get(state["class"], ()):
+                if state.get(attr) is not None:
+                    setattr(cb, attr, state[attr])
+
+
+def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=32, shuffle=True, seed=None,
+        save_freq="epoch", keep_last=3, keep_best=0, monitor="val_loss", mode="auto", callbacks=None, **fit_kwargs):
+    """``model.fit`` on arrays that checkpoints to ``checkpoint_dir`` and resumes from it by itself.
+
+    Run the same script again after a crash and it continues where the newest
+    intact checkpoint stopped (epoch and batch), ending with the weights an
+    uninterrupted run ends with. Returns a History covering all epochs. (The
+    training loss Keras logs for an epoch cut mid-way averages only the batches
+    after the restart; weights, optimizer state and validation are exact.)
+
+    Example:
+        >>> import keras, numpy as np, tempfile, kerasafe as ks
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)]); m.compile("sgd", "mse")
+        >>> d = tempfile.mkdtemp()
+        >>> _ = ks.fit(m, np.ones((16, 3)), np.ones((16, 1)), checkpoint_dir=d, epochs=1, batch_size=4, verbose=0)
+        >>> h = ks.fit(m, np.ones((16, 3)), np.ones((16, 1)), checkpoint_dir=d, epochs=3, batch_size=4, verbose=0)
+        >>> len(h.history["loss"]), int(m.optimizer.iterations)
+        (3, 12)
+    """
+    if x is None or hasattr(x, "__next__") or type(x).__name__ in ("PyDataset", "DatasetV2", "DataLoader"):
+        raise errors.KerasafeError(None, "NumPy arrays (or dicts/lists of them) as x", type(x).__name__, "pass arrays; ks.fit owns their order to resume exactly")
+    for key in ("initial_epoch", "steps_per_epoch", "validation_split"):
+        if key in fit_kwargs:
+            raise errors.KerasafeError(None, f"no {key} (ks.fit decides it)", key, "leave it out; use validation_data for validation")
+    callbacks = list(callbacks or [])
+    found = store.committed(checkpoint_dir)
+    start_epoch = start_batch = 0
+    history: dict[str, list[float]] = {}
+    if found:
+        chosen = store.newest_intact(checkpoint_dir)
+        _keras.ensure_optimizer_built(model)
+        api.load_weights(model, chosen.path / "model.keras")
+        state = api.load(chosen.path / "model.keras", compile=False).kerasafe.as_dict()["manifest"]["checkpoint"]
+        seed = state["extra"]["seed"]
+        _put_back(model, callbacks, state["extra"])
+        history = state["history"]
+        # An epoch checkpoint records epochs done; a batch checkpoint the epoch under way.
+        start_epoch, start_batch = state["epoch"], state["batch"] or 0
+    if seed is None:
+        seed = int(np.random.default_rng().integers(2**31))
+    n = _length(x)
+    steps = math.ceil(n / batch_size)
+    if start_batch >= steps:
+        start_epoch, start_batch = start_epoch + 1, 0
+    checkpoint = Checkpoint(checkpoint_dir, save_freq=save_freq, keep_last=keep_last, keep_best=keep_best, monitor=monitor, mode=mode)
+    checkpoint.extra_state = lambda: _capture(model, callbacks, seed)
+    checkpoint.resume_from(history, start_batch)
+    batches = _batches(x, y, batch_size, seed, shuffle, start_epoch, start_batch)
+    result = None
+    if start_batch and start_epoch < epochs:  # the rest of the epoch a crash interrupted
+        result = model.fit(batches, steps_per_epoch=steps - start_batch, epochs=start_epoch + 1, initial_epoch=start_epoch,
+                           callbacks=[checkpoint, *callbacks], shuffle=False, **fit_kwargs)
+        start_epoch += 1
+    if start_epoch < epochs:
+        result = model.fit(batches, steps_per_epoch=steps, epochs=epochs, initial_epoch=start_epoch,
+                           callbacks=[checkpoint, *callbacks], shuffle=False, **fit_kwargs)
+    keras = _keras.keras()
+    merged = keras.callbacks.History()
+    merged.set_model(model)
+    merged.history = checkpoint.history
+    merged.epoch = list(range(len(next(iter(checkpoint.history.values()), []))))
+    merged.params = getattr(result, "params", {})
+    return merged
