@@ -188,3 +188,18 @@ def test_split_option(tmp_path):
     assert "support" in (tmp_path / "run" / "report.txt").read_text() and "5 samples" in (tmp_path / "run" / "report.txt").read_text()
     bad = run_cli("train", tmp_path / "data", "--out", tmp_path / "run2", "--split", "0.5,0.6", "--quiet")
     assert bad.returncode != 0 and "--split" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_thousands_of_images_make_few_predict_batches(tmp_path):
+    from kerasafe.pipeline.data import image_preprocessing
+    from kerasafe.pipeline.predict import BATCH, decoded_batches
+
+    for i in range(600):
+        Image.fromarray(np.full((8, 8), i % 256, np.uint8), "L").save(tmp_path / f"{i:04d}.png")
+    (tmp_path / "0300.png").write_bytes(b"broken")
+    files = sorted(tmp_path.iterdir())
+    failures = []
+    batches = list(decoded_batches(files, image_preprocessing((8, 8), color_mode="grayscale"), failures))
+    assert [len(paths) for paths, _ in batches] == [BATCH, BATCH - 1, 600 - 2 * BATCH]
+    assert batches[0][1].shape == (BATCH, 8, 8, 1)
+    assert failures and failures[0][0].endswith("0300.png")

@@ -62,6 +62,23 @@ def _rows(probabilities: np.ndarray, names: list[str], top_k: int) -> list[dict]
     return out
 
 
+def decoded_batches(files, preprocessing: dict, failures: list, size: int = BATCH):
+    """Yield ``(paths, pixels)`` for up to ``size`` readable files at a time: one predict call each.
+
+    Files that cannot be read are appended to ``failures`` as ``(path, message)``.
+    """
+    for start in range(0, len(files), size):
+        kept, pixels = [], []
+        for path in files[start:start + size]:
+            try:
+                pixels.append(decode_image(path, preprocessing))
+                kept.append(path)
+            except (errors.KerasafeError, OSError) as exc:
+                failures.append((str(path), str(exc)))
+        if pixels:
+            yield kept, np.stack(pixels)
+
+
 def predict(model_path, inputs, *, top_k: int = 1, montage=None) -> tuple[list[dict], list[tuple[str, str]]]:
     """Predict every input; return ``(results, failures)`` where failures are ``(input, message)``.
 
@@ -90,17 +107,9 @@ def predict(model_path, inputs, *, top_k: int = 1, montage=None) -> tuple[list[d
             for line, row in enumerate(_rows(model.predict(rows, batch_size=BATCH, verbose=0), names, top_k), start=1):
                 results.append({"input": f"{path}:{line}", **row})
         return results, failures
-    for start in range(0, len(files), BATCH):
-        batch, kept = [], []
-        for path in files[start:start + BATCH]:
-            try:
-                batch.append(decode_image(path, preprocessing))
-                kept.append(path)
-            except (errors.KerasafeError, OSError) as exc:
-                failures.append((str(path), str(exc)))
-        if batch:
-            probabilities = model.predict(np.stack(batch), batch_size=BATCH, verbose=0)
-            results.extend({"input": str(p), **row} for p, row in zip(kept, _rows(probabilities, names, top_k)))
+    for kept, pixels in decoded_batches(files, preprocessing, failures):
+        probabilities = model.predict(pixels, batch_size=BATCH, verbose=0)
+        results.extend({"input": str(p), **row} for p, row in zip(kept, _rows(probabilities, names, top_k)))
     if montage is not None and results:
         tiles = [(pathlib.Path(r["input"]), f"{r['label']} {r['score']:.2f}", r["index"]) for r in results[:16]]
         reports.write_montage(pathlib.Path(montage), tiles, len(names))
