@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
@@ -164,3 +165,18 @@ def test_ks_fit_refuses_what_it_cannot_resume(tmp_path):
         ks.fit(zoo.mlp(), x, y, checkpoint_dir=tmp_path, validation_split=0.2)
     with pytest.raises(errors.KerasafeError):
         ks.fit(zoo.mlp(), iter([x]), checkpoint_dir=tmp_path)
+
+
+def test_callback_state_round_trip(tmp_path):
+    """EarlyStopping's patience counter and best value survive a restart of ks.fit."""
+    x, y = _data()
+
+    def run(epochs):
+        stopper = keras.callbacks.EarlyStopping(monitor="loss", patience=50, min_delta=10.0)  # never improves "enough"
+        ks.fit(zoo.mlp(), x, y, checkpoint_dir=tmp_path, epochs=epochs, batch_size=8, seed=1, verbose=0, callbacks=[stopper])
+        return stopper
+
+    first = run(3)
+    assert first.wait == 2  # epochs 2 and 3 did not beat epoch 1's loss by 10
+    second = run(5)
+    assert second.wait == 4 and second.best == first.best  # counted on from the saved state, not from zero

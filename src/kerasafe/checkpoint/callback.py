@@ -47,6 +47,7 @@ class _CheckpointMixin:
         self._batch_offset = 0  # batches of the current epoch done before a restart (ks.fit)
         self._due_at_epoch_end = False
         self.extra_state = None  # ks.fit: a callable adding random and callback state
+        self.on_resume = None  # ks.fit: puts saved callback state back once training has begun
 
     @property
     def history(self) -> dict[str, list[float]]:
@@ -67,6 +68,9 @@ class _CheckpointMixin:
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        if self.on_resume is not None:  # after every callback's on_train_begin has reset it
+            self.on_resume()
+            self.on_resume = None
 
     def on_train_batch_end(self, batch, logs=None):
         self._global_batch += 1
@@ -135,7 +139,8 @@ def Checkpoint(directory, *, save_freq="epoch", keep_last=3, keep_best=0, monito
     commit); a lock refuses a second run writing the same directory. ``filename``
     (``"w-{epoch:02d}-{val_loss:.2f}.weights.h5"``) also exports files as Keras's
     ModelCheckpoint does, weights only with ``save_weights_only=True``.
-    ``async_write`` is accepted; writes are synchronous in this version.
+    ``async_write`` is accepted; writes are synchronous in this version. Put it last in
+    ``callbacks`` so each checkpoint holds what the other callbacks did that epoch.
 
     Example:
         >>> import kerasafe as ks, tempfile

@@ -107,7 +107,10 @@ def _put_back(model, callbacks, extra: dict) -> None:
     for variable, value in zip(_seed_variables(model), extra["seed_generators"]):
         variable.assign(np.asarray(value, dtype=str(variable.dtype)))
     _keras.set_global_seed_state(extra.get("global_seed_generator"))
-    saved = extra.get("callbacks", [])
+
+
+def _put_back_callbacks(callbacks, saved: list[dict]) -> None:
+    """Called at the first epoch's start: Keras callbacks reset themselves in on_train_begin."""
     for cb, state in zip(callbacks, saved):
         if type(cb).__name__ == state.get("class"):
             for attr in CALLBACK_STATE.get(state["class"], ()):
@@ -162,15 +165,19 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=32, shuff
     checkpoint = Checkpoint(checkpoint_dir, save_freq=save_freq, keep_last=keep_last, keep_best=keep_best, monitor=monitor, mode=mode)
     checkpoint.extra_state = lambda: _capture(model, callbacks, seed)
     checkpoint.resume_from(history, start_batch)
+    if found:
+        checkpoint.on_resume = lambda: _put_back_callbacks(callbacks, state["extra"].get("callbacks", []))
     batches = _batches(x, y, batch_size, seed, shuffle, start_epoch, start_batch)
+    # The checkpoint goes last, so what it saves at an epoch's end includes what the other
+    # callbacks (EarlyStopping, ReduceLROnPlateau) did at that epoch's end.
     result = None
     if start_batch and start_epoch < epochs:  # the rest of the epoch a crash interrupted
         result = model.fit(batches, steps_per_epoch=steps - start_batch, epochs=start_epoch + 1, initial_epoch=start_epoch,
-                           callbacks=[checkpoint, *callbacks], shuffle=False, **fit_kwargs)
+                           callbacks=[*callbacks, checkpoint], shuffle=False, **fit_kwargs)
         start_epoch += 1
     if start_epoch < epochs:
         result = model.fit(batches, steps_per_epoch=steps, epochs=epochs, initial_epoch=start_epoch,
-                           callbacks=[checkpoint, *callbacks], shuffle=False, **fit_kwargs)
+                           callbacks=[*callbacks, checkpoint], shuffle=False, **fit_kwargs)
     keras = _keras.keras()
     merged = keras.callbacks.History()
     merged.set_model(model)
