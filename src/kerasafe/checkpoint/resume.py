@@ -99,7 +99,8 @@ def _plain(value):
         return None
 
 
-def _put_back(model, callbacks, extra: dict) -> None:
+def _put_back(model, extra: dict) -> None:
+    """Random state and SeedGenerator states as they were at the checkpoint."""
     py = extra["python_random"]
     random.setstate((py[0], tuple(py[1]), py[2]))
     np_state = extra["numpy_random"]
@@ -152,7 +153,7 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=32, shuff
         api.load_weights(model, chosen.path / "model.keras")
         state = api.load(chosen.path / "model.keras", compile=False).kerasafe.as_dict()["manifest"]["checkpoint"]
         seed = state["extra"]["seed"]
-        _put_back(model, callbacks, state["extra"])
+        _put_back(model, state["extra"])
         history = state["history"]
         # An epoch checkpoint records epochs done; a batch checkpoint the epoch under way.
         start_epoch, start_batch = state["epoch"], state["batch"] or 0
