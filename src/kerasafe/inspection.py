@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pathlib
 
-from . import errors, formats, storage
+from . import formats, storage
 
 # inspect() checks hashes itself for files up to this size; larger ones are left to
 # verify(), so that inspect stays a header read even for gigabytes.
@@ -64,15 +64,3 @@ def inspect(path, *, verify_hashes: bool | None = None) -> dict:
         members = fmt.verify(p)
         result["hashes"].update(checked=True, members=members, ok=all(v == "ok" for v in members.values()))
     return result
-
-
-def assert_intact(path) -> dict:
-    """Like :func:`verify`, but raise :class:`kerasafe.errors.HashMismatchError` on a bad member."""
-    report = verify(path)
-    bad = {k: v for k, v in report["members"].items() if v != "ok"}
-    if bad:
-        name, state = next(iter(bad.items()))
-        raise errors.HashMismatchError(
-            path, f"member '{name}' to match the hash recorded at save time", f"it is {state}", "restore the file from a good copy"
-        )
-    return report

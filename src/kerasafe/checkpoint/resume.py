@@ -151,7 +151,7 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=32, shuff
         chosen = store.newest_intact(checkpoint_dir)
         _keras.ensure_optimizer_built(model)
         api.load_weights(model, chosen.path / "model.keras")
-        state = api.load(chosen.path / "model.keras", compile=False).kerasafe.as_dict()["manifest"]["checkpoint"]
+        state = store.read_state(chosen)
         seed = state["extra"]["seed"]
         _put_back(model, state["extra"])
         history = state["history"]

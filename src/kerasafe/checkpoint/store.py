@@ -94,6 +94,15 @@ def committed(directory) -> list[Committed]:
     return sorted(out, key=lambda c: c.step)
 
 
+def read_state(checkpoint: Committed) -> dict:
+    """The progress a checkpoint recorded (epoch, batch, history, random state), read without Keras."""
+    from ..formats.keras_zip import open_archive, read_manifest
+
+    path = checkpoint.path / "model.keras"
+    with open_archive(path) as zf:
+        return (read_manifest(zf, path) or {})["checkpoint"]
+
+
 def intact(checkpoint: Committed) -> bool:
     """True when every file still has the hash its marker recorded."""
     for name, expected in checkpoint.marker.get("files", {}).items():

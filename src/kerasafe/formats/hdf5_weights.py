@@ -22,9 +22,6 @@ from .keras_zip import keras3_weights_overview, load_keras3_weights
 class _WeightsH5(Format):
     holds = WEIGHTS
 
-    def _load_into(self, model, f, path, *, by_name, skip_mismatch):
-        raise NotImplementedError
-
     def write(self, model, target, manifest, *, include_optimizer):
         self.write_weights(model, target, manifest)
 
