@@ -80,3 +80,54 @@ def test_saving_does_not_change_the_users_model(tmp_path):
     assert model.get_compile_config() == before
     ks.save(model, tmp_path / "m.keras")
     assert type(_quiet(ks.load, tmp_path / "m.keras").optimizer).__name__ == "Adam"
+
+
+def _h5_tree(source) -> dict:
+    """Every group's attributes and every dataset's dtype and bytes in an HDF5 file."""
+    import h5py
+
+    out = {}
+    with h5py.File(source, "r") as h5:
+        def visit(name, obj):
+            attrs = {k: str(v) for k, v in obj.attrs.items()}
+            if isinstance(obj, h5py.Dataset):
+                out[name] = (str(obj.dtype), obj.shape, attrs, obj[()].tobytes())
+            else:
+                out[name] = attrs
+        h5.visititems(visit)
+    return out
+
+
+def _weights_member(path):
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path) as zf:
+        return io.BytesIO(zf.read("model.weights.h5")), sorted(n for n in zf.namelist() if n.startswith("assets/"))
+
+
+def _lookup_bf16_model():
+    lookup = keras.layers.StringLookup(vocabulary=["cat", "dog", "bird"])
+    inputs = keras.Input((1,), dtype="string")
+    x = keras.layers.Embedding(5, 3)(lookup(inputs))
+    outputs = keras.layers.Dense(2, dtype="bfloat16")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "mse")
+    model.fit(np.array([["cat"], ["dog"]]), np.ones((2, 2)), verbose=0)  # builds the optimizer's slots
+    return model
+
+
+@pytest.mark.parametrize("name", [*sorted(zoo.BUILDERS), "lookup_bf16"])
+def test_our_keras_weights_member_matches_keras_layout(name, tmp_path):
+    """kerasafe writes model.weights.h5 from host copies itself; the content must be what Keras writes."""
+    model = _lookup_bf16_model() if name == "lookup_bf16" else zoo.trained(name)
+    _quiet(keras.saving.save_model, model, tmp_path / "plain.keras")
+    ks.save(model, tmp_path / "ours.keras")
+    (theirs, their_assets), (ours, our_assets) = _weights_member(tmp_path / "plain.keras"), _weights_member(tmp_path / "ours.keras")
+    assert _h5_tree(ours) == _h5_tree(theirs)
+    assert our_assets == their_assets
+    if name == "lookup_bf16":
+        assert our_assets, "StringLookup keeps its vocabulary as an asset"
+        loaded = _quiet(keras.saving.load_model, tmp_path / "ours.keras")
+        x = np.array([["dog"], ["bird"], ["fish"]])
+        np.testing.assert_array_equal(np.asarray(loaded.predict(x, verbose=0), "float32"), np.asarray(model.predict(x, verbose=0), "float32"))

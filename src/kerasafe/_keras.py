@@ -9,6 +9,8 @@ file to fix when Keras moves them.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib.util
 import json
 import os
@@ -141,6 +143,92 @@ def save_state_h5(model, h5_target) -> None:
         lib._save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
     finally:
         store.close()
+
+
+@dataclasses.dataclass
+class StateEntry:
+    """One group of Keras 3's weights layout: ``<path>/vars`` with its attributes and arrays."""
+
+    path: str  # "" is the root group
+    attrs: dict
+    arrays: list  # (name, host array) in Keras's order
+
+
+def host_copy(value):
+    """A NumPy copy of a variable that training cannot change afterwards.
+
+    ``convert_to_numpy`` may return a view of the framework's buffer (JAX on CPU,
+    PyTorch), which the next optimizer step could overwrite or donate.
+    """
+    import numpy as np
+
+    array = np.asarray(value if isinstance(value, np.ndarray) else to_numpy(value))
+    return array.copy() if (array.base is not None or not array.flags.owndata) else array
+
+
+@functools.cache
+def _capture_store_class():
+    lib = saving_lib()
+
+    class CaptureStore(lib.H5IOStore):
+        # A subclass only because Keras's _save_state accepts nothing but its own store
+        # types; it opens no file and keeps host copies in the order Keras walks them.
+        def __init__(self):
+            self.entries: list[StateEntry] = []
+            self._pending = ("", {})
+            self._current = None
+
+        def __bool__(self):
+            return True
+
+        def make(self, path, metadata=None):
+            self._pending, self._current = (path, dict(metadata or {})), None
+            if metadata:  # H5IOStore creates a group for a named object even without variables
+                self._open()
+            return self
+
+        def _open(self):
+            self._current = StateEntry(*self._pending, [])
+            self.entries.append(self._current)
+
+        def __setitem__(self, key, value):
+            if self._current is None:
+                self._open()
+            self._current.arrays.append((str(key), host_copy(value)))
+
+        def __len__(self):
+            return len(self._current.arrays) if self._current else 0
+
+        def keys(self):
+            return [k for k, _ in self._current.arrays] if self._current else []
+
+        def __contains__(self, key):
+            return key in self.keys()
+
+        def close(self):
+            pass
+
+    return CaptureStore
+
+
+def capture_state(model, *, skip_optimizer=False) -> tuple[list[StateEntry], dict[str, bytes]]:
+    """Host copies of everything Keras's ``.keras`` writer stores: weight groups and asset files.
+
+    This is the only part of a save that must run while training waits; writing the
+    copies to disk can then happen anywhere (see ``formats.keras_zip.write_snapshot``).
+    """
+    lib = saving_lib()
+    store = _capture_store_class()()
+    assets = lib.DiskIOStore("assets", mode="w")
+    skip = {id(model.optimizer)} if (skip_optimizer and getattr(model, "optimizer", None)) else set()
+    try:
+        with tensorflow_left_alone():
+            lib._save_state(model, weights_store=store, assets_store=assets, inner_path="", visited_saveables=skip)
+        root = pathlib.Path(assets.working_dir)
+        files = {f"assets/{p.relative_to(root).as_posix()}": p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    finally:
+        assets.close()
+    return store.entries, files
 
 
 def load_state_h5(model, h5_source, *, skip_mismatch=False) -> None:

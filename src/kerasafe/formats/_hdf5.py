@@ -159,3 +159,19 @@ def config_layer_classes(config: dict | None) -> dict[str, str]:
             if name:
                 out[name] = layer.get("class_name")
     return out
+
+
+def write_state(h5, entries) -> None:
+    """Write captured state (``_keras.capture_state``) in the layout Keras's H5IOStore writes.
+
+    Each entry becomes ``<path>/vars`` with its attributes and one dataset per
+    array; bfloat16 arrays carry a ``dtype`` attribute, as Keras marks them.
+    """
+    for entry in entries:
+        group = h5.create_group("vars") if not entry.path else h5.create_group(entry.path).create_group("vars")
+        for key, value in entry.attrs.items():
+            group.attrs[key] = value
+        for name, array in entry.arrays:
+            dataset = group.create_dataset(name, data=array)
+            if array.dtype.name == "bfloat16":
+                dataset.attrs["dtype"] = "bfloat16"

@@ -7,6 +7,7 @@ Members (stored, not compressed, as Keras writes them): ``metadata.json``,
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import io
 import json
@@ -73,6 +74,70 @@ def hash_member(zf: zipfile.ZipFile, name: str) -> str:
         return storage.hash_stream(f)
 
 
+@dataclasses.dataclass
+class Snapshot:
+    """Everything a ``.keras`` file will hold, copied off the live model (see :func:`snapshot`)."""
+
+    members: dict[str, bytes]  # metadata.json, config.json
+    state: list  # _keras.StateEntry groups of model.weights.h5
+    assets: dict[str, bytes]
+    manifest: dict
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for e in self.state for _, a in e.arrays)
+
+
+def snapshot(model, manifest: dict, *, include_optimizer: bool) -> Snapshot:
+    """Copy what a ``.keras`` file of ``model`` holds into host memory; the model may change afterwards.
+
+    Example:
+        >>> import keras, tempfile, pathlib
+        >>> m = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        >>> snap = snapshot(m, {}, include_optimizer=False)
+        >>> snap.nbytes
+        12
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "m.keras"
+        >>> write_snapshot(snap, path)
+        >>> keras.saving.load_model(path).count_params()
+        3
+    """
+    config = _keras.serialize_model(model)
+    if not include_optimizer:
+        config["compile_config"] = None
+    meta = {
+        "keras_version": _keras.keras().__version__,
+        "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
+    }
+    state, assets = _keras.capture_state(model, skip_optimizer=not include_optimizer)
+    members = {METADATA: json.dumps(meta).encode(), CONFIG: json.dumps(config).encode()}
+    return Snapshot(members, state, assets, dict(manifest))
+
+
+def write_snapshot(snap: Snapshot, target: pathlib.Path) -> None:
+    """Write a :class:`Snapshot` as a ``.keras`` file at ``target`` (any thread; the caller makes it atomic)."""
+    target = pathlib.Path(target)
+    hashes = {name: storage.hash_bytes(data) for name, data in {**snap.members, **snap.assets}.items()}
+    # The weights go to a file beside the target first and are then copied into the zip
+    # as a stored member, so a large model is never held in memory twice.
+    weights_tmp = target.with_name(target.name + ".weights.h5")
+    try:
+        with _hdf5.h5py.File(weights_tmp, "w") as h5:
+            _hdf5.write_state(h5, snap.state)
+        with open(weights_tmp, "rb") as f:
+            hashes[WEIGHTS_H5] = storage.hash_stream(f)
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, data in snap.members.items():
+                zf.writestr(name, data)
+            zf.write(weights_tmp, WEIGHTS_H5)
+            for name, data in snap.assets.items():
+                zf.writestr(name, data)
+            # The manifest goes last so it can hold the hash of every other member.
+            zf.writestr(MANIFEST, manifest_mod.dumps(dict(snap.manifest, hashes=hashes)))
+    finally:
+        weights_tmp.unlink(missing_ok=True)
+
+
 class KerasZipFormat(Format):
     name = "keras"
     description = "Keras 3 .keras archive"
@@ -89,44 +154,7 @@ class KerasZipFormat(Format):
             return path.suffix == ".keras"  # a damaged .keras: let read() explain what is wrong
 
     def write(self, model, target, manifest, *, include_optimizer):
-        lib = _keras.saving_lib()
-        config = _keras.serialize_model(model)
-        if not include_optimizer:
-            config["compile_config"] = None
-        meta = {
-            "keras_version": _keras.keras().__version__,
-            "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
-        }
-        members = {METADATA: json.dumps(meta).encode(), CONFIG: json.dumps(config).encode()}
-        hashes = {name: storage.hash_bytes(data) for name, data in members.items()}
-        # The weights go to a file beside the target first and are then copied into the zip
-        # as a stored member, so a large model is never held in memory twice.
-        weights_tmp = target.with_name(target.name + ".weights.h5")
-        skip = {id(model.optimizer)} if (not include_optimizer and getattr(model, "optimizer", None)) else set()
-        try:
-            store = lib.H5IOStore(weights_tmp, mode="w")
-            with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-                for name, data in members.items():
-                    zf.writestr(name, data)
-                assets = lib.DiskIOStore("assets", archive=zf, mode="w")
-                try:
-                    with _keras.tensorflow_left_alone():
-                        lib._save_state(model, weights_store=store, assets_store=assets, inner_path="", visited_saveables=skip)
-                finally:
-                    store.close()
-                    assets.close()
-                with open(weights_tmp, "rb") as f:
-                    hashes[WEIGHTS_H5] = storage.hash_stream(f)
-                zf.write(weights_tmp, WEIGHTS_H5)
-            with zipfile.ZipFile(target, "r") as zf:
-                for info in zf.infolist():
-                    if info.filename.startswith("assets/") and not info.is_dir():
-                        hashes[info.filename] = hash_member(zf, info.filename)
-            # The manifest goes last, appended, so it can hold the hash of every other member.
-            with zipfile.ZipFile(target, "a", zipfile.ZIP_STORED, allowZip64=True) as zf:
-                zf.writestr(MANIFEST, manifest_mod.dumps(dict(manifest, hashes=hashes)))
-        finally:
-            weights_tmp.unlink(missing_ok=True)
+        write_snapshot(snapshot(model, manifest, include_optimizer=include_optimizer), target)
 
     def read(self, path, *, compile, safe_mode, custom_objects):
         lib = _keras.saving_lib()
