@@ -111,7 +111,9 @@ def _lookup_bf16_model():
     lookup.adapt(["cat", "dog", "bird"])  # an adapted vocabulary is saved as an asset file
     inputs = keras.Input((1,), dtype="string")
     x = keras.layers.Embedding(5, 3)(lookup(inputs))
-    outputs = keras.layers.Dense(2, dtype="bfloat16")(keras.layers.Flatten()(x))
+    # Both big enough to be streamed around HDF5 rather than written by it (STREAM_MIN_BYTES).
+    x = keras.layers.Dense(2048, dtype="bfloat16")(keras.layers.Flatten()(x))
+    outputs = keras.layers.Dense(2)(x)
     model = keras.Model(inputs, outputs)
     model.compile("adam", "mse")
     model.optimizer.build(model.trainable_variables)  # so Keras saves the optimizer's slots too

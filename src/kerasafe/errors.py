@@ -66,3 +66,7 @@ class UnsupportedOperationError(KerasafeError):
 
 class CheckpointLockedError(KerasafeError):
     """Another process is writing checkpoints to the same directory."""
+
+
+class CheckpointWriteError(KerasafeError):
+    """A checkpoint written in the background failed; raised at the next save or at the end of training."""

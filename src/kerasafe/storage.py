@@ -58,8 +58,17 @@ def hash_stream(stream, length: int | None = None) -> str:
     """Hash of what a binary stream yields (at most ``length`` bytes)."""
     h = new_hasher()
     remaining = length
+    # One reused buffer: reading into it avoids allocating a new bytes object per chunk.
+    buffer = bytearray(_CHUNK)
+    view = memoryview(buffer)
+    readinto = getattr(stream, "readinto", None)
     while remaining is None or remaining > 0:
-        chunk = stream.read(_CHUNK if remaining is None else min(_CHUNK, remaining))
+        want = _CHUNK if remaining is None else min(_CHUNK, remaining)
+        if readinto is not None:
+            got = readinto(view[:want])
+            chunk = view[:got] if got else b""
+        else:
+            chunk = stream.read(want)
         if not chunk:
             break
         h.update(chunk)

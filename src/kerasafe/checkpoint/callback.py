@@ -13,13 +13,15 @@ Example:
 from __future__ import annotations
 
 import functools
+import json
 import pathlib
 
 from .. import _keras, api, storage
 from .. import manifest as manifest_mod
-from ..formats import KERAS
+from ..formats import keras_zip
 from . import store
 from .policy import Retention, parse_save_freq, resolve_mode
+from .writer import BackgroundWriter
 
 
 @functools.cache
@@ -35,9 +37,8 @@ class _CheckpointMixin:
         self.monitor = monitor
         self.mode = resolve_mode(mode, monitor)
         self.retention = Retention(keep_last=keep_last, keep_best=keep_best, mode=self.mode)
-        # Background writing is not built yet: every checkpoint is written before training
-        # goes on. The argument is accepted so code written for it runs today.
         self.async_write = async_write
+        self._writer = BackgroundWriter(self.directory)
         self.save_weights_only = save_weights_only
         self.filename = filename
         self._lock = store.DirectoryLock(self.directory)
@@ -64,7 +65,17 @@ class _CheckpointMixin:
         self._global_batch = found[-1].marker.get("global_batch", 0) if found else 0
 
     def on_train_end(self, logs=None):
-        self._lock.release()
+        self.close()
+
+    def close(self) -> None:
+        """Finish the write in flight (raising its error, if any) and release the directory.
+
+        Keras calls this through ``on_train_end``; call it yourself when ``fit`` raised.
+        """
+        try:
+            self._writer.wait()
+        finally:
+            self._lock.release()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -93,6 +104,8 @@ class _CheckpointMixin:
             self._save(step=self._global_batch, epoch=epoch + 1, batch=None, logs=logs)
 
     def _save(self, *, step: int, epoch: int, batch: int | None, logs) -> None:
+        # At most one write in flight: wait for the previous one first (and raise its error).
+        self._writer.wait()
         model = self.model  # on JAX this property puts the training state back into the variables
         logs = {k: float(v) for k, v in (logs or {}).items()}
         value = logs.get(self.monitor)
@@ -101,13 +114,25 @@ class _CheckpointMixin:
         if self.extra_state is not None:
             state["extra"] = self.extra_state()
         manifest = manifest_mod.build(model)
-        manifest["checkpoint"] = state
+        manifest["checkpoint"] = json.loads(json.dumps(state))  # a copy: history keeps growing
+        # The only part training waits for: weights and optimizer variables copied to host memory.
+        snap = keras_zip.snapshot(model, manifest, include_optimizer=True)
+        marker = {"epoch": epoch, "batch": batch, "global_batch": self._global_batch,
+                  "monitor": self.monitor, "value": value, "mode": self.mode}
+        job = functools.partial(self._write, snap, step, marker)
+        if self.async_write:
+            self._writer.submit(job, f"checkpoint {step}")
+        else:
+            self._writer.run_now(job, f"checkpoint {step}")
+        if self.filename:
+            self._export(epoch, logs)
+
+    def _write(self, snap, step: int, marker: dict) -> None:
+        """Write and commit one checkpoint, then apply retention (on the background thread when async)."""
         tmp = storage.temporary_sibling(self.directory / "model.keras")
         try:
-            KERAS.write(model, tmp, manifest, include_optimizer=True)
-            store.commit(self.directory, step, {"model.keras": tmp},
-                         extra={"epoch": epoch, "batch": batch, "global_batch": self._global_batch,
-                                "monitor": self.monitor, "value": value, "mode": self.mode})
+            keras_zip.write_snapshot(snap, tmp)
+            store.commit(self.directory, step, {"model.keras": tmp}, extra=marker)
         finally:
             tmp.unlink(missing_ok=True)
         # Deletion only after the new checkpoint is committed.
@@ -116,8 +141,6 @@ class _CheckpointMixin:
         for checkpoint in found:
             if checkpoint.step in doomed:
                 store.delete(checkpoint)
-        if self.filename:
-            self._export(epoch, logs)
 
     def _export(self, epoch: int, logs: dict) -> None:
         """The tutorials' ModelCheckpoint files (``filename`` pattern), written atomically."""
@@ -139,8 +162,12 @@ def Checkpoint(directory, *, save_freq="epoch", keep_last=3, keep_best=0, monito
     commit); a lock refuses a second run writing the same directory. ``filename``
     (``"w-{epoch:02d}-{val_loss:.2f}.weights.h5"``) also exports files as Keras's
     ModelCheckpoint does, weights only with ``save_weights_only=True``.
-    ``async_write`` is accepted; writes are synchronous in this version. Put it last in
-    ``callbacks`` so each checkpoint holds what the other callbacks did that epoch.
+    With ``async_write=True`` training waits only while the weights and optimizer
+    variables are copied to host memory; a background thread writes and commits the
+    files, one write at a time, and a failure there is raised at the next checkpoint
+    or at the end of training (``filename`` exports are written before training goes
+    on). Put it last in ``callbacks`` so each checkpoint holds what the other
+    callbacks did that epoch.
 
     Example:
         >>> import kerasafe as ks, tempfile

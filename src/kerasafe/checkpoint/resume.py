@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 
 import numpy as np
 
@@ -120,7 +121,8 @@ def _put_back_callbacks(callbacks, saved: list[dict]) -> None:
 
 
 def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=32, shuffle=True, seed=None,
-        save_freq="epoch", keep_last=3, keep_best=0, monitor="val_loss", mode="auto", callbacks=None, **fit_kwargs):
+        save_freq="epoch", keep_last=3, keep_best=0, monitor="val_loss", mode="auto", async_write=True, callbacks=None,
+        **fit_kwargs):
     """``model.fit`` on arrays that checkpoints to ``checkpoint_dir`` and resumes from it by itself.
 
     Run the same script again after a crash and it continues where the newest
@@ -163,7 +165,8 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=32, shuff
     steps = math.ceil(n / batch_size)
     if start_batch >= steps:
         start_epoch, start_batch = start_epoch + 1, 0
-    checkpoint = Checkpoint(checkpoint_dir, save_freq=save_freq, keep_last=keep_last, keep_best=keep_best, monitor=monitor, mode=mode)
+    checkpoint = Checkpoint(checkpoint_dir, save_freq=save_freq, keep_last=keep_last, keep_best=keep_best, monitor=monitor, mode=mode,
+                            async_write=async_write)
     checkpoint.extra_state = lambda: _capture(model, callbacks, seed)
     checkpoint.resume_from(history, start_batch)
     if found:
@@ -172,13 +175,22 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=32, shuff
     # The checkpoint goes last, so what it saves at an epoch's end includes what the other
     # callbacks (EarlyStopping, ReduceLROnPlateau) did at that epoch's end.
     result = None
-    if start_batch and start_epoch < epochs:  # the rest of the epoch a crash interrupted
-        result = model.fit(batches, steps_per_epoch=steps - start_batch, epochs=start_epoch + 1, initial_epoch=start_epoch,
-                           callbacks=[*callbacks, checkpoint], shuffle=False, **fit_kwargs)
-        start_epoch += 1
-    if start_epoch < epochs:
-        result = model.fit(batches, steps_per_epoch=steps, epochs=epochs, initial_epoch=start_epoch,
-                           callbacks=[*callbacks, checkpoint], shuffle=False, **fit_kwargs)
+    try:
+        if start_batch and start_epoch < epochs:  # the rest of the epoch a crash interrupted
+            result = model.fit(batches, steps_per_epoch=steps - start_batch, epochs=start_epoch + 1, initial_epoch=start_epoch,
+                               callbacks=[*callbacks, checkpoint], shuffle=False, **fit_kwargs)
+            start_epoch += 1
+        if start_epoch < epochs:
+            result = model.fit(batches, steps_per_epoch=steps, epochs=epochs, initial_epoch=start_epoch,
+                               callbacks=[*callbacks, checkpoint], shuffle=False, **fit_kwargs)
+    except BaseException:
+        # Keras skips on_train_end when fit raises: finish the write in flight and free the
+        # directory here, reporting a background failure without hiding the one raised.
+        try:
+            checkpoint.close()
+        except errors.CheckpointWriteError as exc:
+            warnings.warn(str(exc), stacklevel=2)
+        raise
     keras = _keras.keras()
     merged = keras.callbacks.History()
     merged.set_model(model)

@@ -161,17 +161,73 @@ def config_layer_classes(config: dict | None) -> dict[str, str]:
     return out
 
 
-def write_state(h5, entries) -> None:
+# Arrays below this size are written into the skeleton by HDF5 itself: placing them one
+# by one would cost more than the bytes.
+STREAM_MIN_BYTES = 4096
+
+
+def _streamable(array: np.ndarray) -> bool:
+    # Only types whose bytes in the file are their bytes in memory: native-order numbers
+    # and bfloat16 (stored as 2-byte opaque values).
+    native = array.dtype.byteorder in ("=", "|") or array.dtype.isnative
+    return array.nbytes >= STREAM_MIN_BYTES and native and (array.dtype.kind in "fiu" or array.dtype.name == "bfloat16")
+
+
+def write_state(h5, entries, *, placed: list | None = None) -> None:
     """Write captured state (``_keras.capture_state``) in the layout Keras's H5IOStore writes.
 
     Each entry becomes ``<path>/vars`` with its attributes and one dataset per
-    array; bfloat16 arrays carry a ``dtype`` attribute, as Keras marks them.
+    array; bfloat16 arrays carry a ``dtype`` attribute, as Keras marks them. With
+    ``placed`` (a list), large arrays get their space allocated but not written, and
+    ``(file offset, array)`` pairs are appended for :func:`stream_state` to fill.
     """
     for entry in entries:
         group = h5.create_group("vars") if not entry.path else h5.create_group(entry.path).create_group("vars")
         for key, value in entry.attrs.items():
             group.attrs[key] = value
         for name, array in entry.arrays:
-            dataset = group.create_dataset(name, data=array)
+            if placed is not None and _streamable(array):
+                dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+                dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # the offset is known now
+                dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)  # and HDF5 never writes there
+                dataset = group.create_dataset(name, shape=array.shape, dtype=array.dtype, dcpl=dcpl)
+                placed.append((dataset.id.get_offset(), array))
+            else:
+                dataset = group.create_dataset(name, data=array)
             if array.dtype.name == "bfloat16":
                 dataset.attrs["dtype"] = "bfloat16"
+
+
+def stream_state(out, entries, scratch: pathlib.Path) -> str:
+    """Write captured state as one HDF5 file to the sequential stream ``out``; return its hash.
+
+    HDF5 cannot write to a stream that does not seek (a zip member), and going
+    through a temporary file copies every byte twice. So HDF5 writes only a
+    skeleton to ``scratch`` (groups, attributes, small datasets, and space
+    reserved for the large ones, left as holes), and the file is then streamed in
+    offset order: skeleton bytes where HDF5 wrote, array bytes where it reserved.
+    """
+    placed: list = []
+    try:
+        with h5py.File(scratch, "w") as h5:
+            write_state(h5, entries, placed=placed)
+        size = scratch.stat().st_size
+        placed.sort(key=lambda p: p[0])
+        hasher = storage.new_hasher()
+
+        def emit(data) -> None:
+            out.write(data)
+            hasher.update(data)
+
+        with open(scratch, "rb") as skeleton:
+            position = 0
+            for offset, array in placed:
+                skeleton.seek(position)
+                emit(skeleton.read(offset - position))
+                emit(memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
+                position = offset + array.nbytes
+            skeleton.seek(position)
+            emit(skeleton.read(size - position))
+        return f"{storage.HASH_ALGORITHM}:{hasher.hexdigest()}"
+    finally:
+        scratch.unlink(missing_ok=True)

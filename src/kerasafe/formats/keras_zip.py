@@ -118,24 +118,17 @@ def write_snapshot(snap: Snapshot, target: pathlib.Path) -> None:
     """Write a :class:`Snapshot` as a ``.keras`` file at ``target`` (any thread; the caller makes it atomic)."""
     target = pathlib.Path(target)
     hashes = {name: storage.hash_bytes(data) for name, data in {**snap.members, **snap.assets}.items()}
-    # The weights go to a file beside the target first and are then copied into the zip
-    # as a stored member, so a large model is never held in memory twice.
-    weights_tmp = target.with_name(target.name + ".weights.h5")
-    try:
-        with _hdf5.h5py.File(weights_tmp, "w") as h5:
-            _hdf5.write_state(h5, snap.state)
-        with open(weights_tmp, "rb") as f:
-            hashes[WEIGHTS_H5] = storage.hash_stream(f)
-        with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-            for name, data in snap.members.items():
-                zf.writestr(name, data)
-            zf.write(weights_tmp, WEIGHTS_H5)
-            for name, data in snap.assets.items():
-                zf.writestr(name, data)
-            # The manifest goes last so it can hold the hash of every other member.
-            zf.writestr(MANIFEST, manifest_mod.dumps(dict(snap.manifest, hashes=hashes)))
-    finally:
-        weights_tmp.unlink(missing_ok=True)
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, data in snap.members.items():
+            zf.writestr(name, data)
+        # The weights go into their member in one sequential pass (no temporary copy of
+        # the whole HDF5 file, no second copy in memory).
+        with zf.open(WEIGHTS_H5, "w", force_zip64=True) as member:
+            hashes[WEIGHTS_H5] = _hdf5.stream_state(member, snap.state, target.with_name(target.name + ".skeleton.h5"))
+        for name, data in snap.assets.items():
+            zf.writestr(name, data)
+        # The manifest goes last so it can hold the hash of every other member.
+        zf.writestr(MANIFEST, manifest_mod.dumps(dict(snap.manifest, hashes=hashes)))
 
 
 class KerasZipFormat(Format):
