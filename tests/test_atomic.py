@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 import kerasafe as ks
@@ -87,3 +89,24 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     with storage.atomic_file(target) as tmp:
         tmp.write_bytes(b"new")
     assert not stale.exists() and live.exists() and target.read_bytes() == b"new"
+
+
+def test_hashing_writer_hashes_what_reached_the_file(tmp_path):
+    pieces = [b"header", np.arange(1 << 20, dtype="float32"), memoryview(b"tail")]
+    with storage.HashingFileWriter(tmp_path / "f") as f:
+        for piece in pieces:
+            f.write(piece)
+        assert f.tell() == 6 + 4 * (1 << 20) + 4 and not f.seekable()
+    content = (tmp_path / "f").read_bytes()
+    assert content == b"header" + pieces[1].tobytes() + b"tail"
+    assert f.digest == storage.hash_bytes(content)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_hashing_writer_raises_a_failed_write_on_the_callers_thread():
+    """/dev/full fails every write with ENOSPC, as a full disk does."""
+    with pytest.raises(OSError) as info:
+        with storage.HashingFileWriter("/dev/full") as f:
+            for _ in range(8):
+                f.write(b"x" * (1 << 20))
+    assert info.value.errno == errno.ENOSPC

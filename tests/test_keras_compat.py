@@ -103,6 +103,7 @@ def _weights_member(path):
     import zipfile
 
     with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None  # every member's CRC-32 checks out
         return io.BytesIO(zf.read("model.weights.h5")), sorted(n for n in zf.namelist() if n.startswith("assets/"))
 
 

@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import ctypes.util
+import io
 import os
 import pathlib
+import queue
 import secrets
 import shutil
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -75,6 +79,89 @@ def hash_stream(stream, length: int | None = None) -> str:
         if remaining is not None:
             remaining -= len(chunk)
     return f"{HASH_ALGORITHM}:{h.hexdigest()}"
+
+
+_WRITEBACK_BYTES = 32 << 20
+
+
+class HashingFileWriter(io.RawIOBase):
+    """A write-only, front-to-back file that writes on a second thread and hashes what it writes.
+
+    ``write`` hands the buffer to the writer thread and returns, so the caller's
+    next piece of work (zipfile's CRC-32 of the next chunk, say) runs while the
+    disk takes this one: the two costs overlap instead of adding up. Buffers must
+    not change after they are written (kerasafe writes snapshot arrays and fresh
+    bytes). It refuses to seek, so ``zipfile`` writes members front to back with
+    data descriptors, and :attr:`hexdigest` is the hash of the whole file.
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "f")
+        >>> with HashingFileWriter(path) as f:
+        ...     _ = f.write(b"abc")
+        >>> f.digest == hash_bytes(b"abc"), open(path, "rb").read()
+        (True, b'abc')
+    """
+
+    def __init__(self, path, *, depth: int = 4):
+        super().__init__()
+        self._file = open(path, "wb", buffering=0)
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)  # bounds what waits in memory
+        self._hasher = new_hasher()
+        self._position = 0
+        self._written = self._flushed = 0  # writer thread: bytes written, bytes handed to write-back
+        self._error: BaseException | None = None
+        self.digest: str | None = None
+        self._thread = threading.Thread(target=self._drain, name="kerasafe-file-writer", daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # keep taking items so the producer never blocks on a full queue
+            try:
+                view = memoryview(item).cast("B")
+                while view:
+                    done = self._file.write(view)
+                    view, self._written = view[done:], self._written + done
+                if self._written - self._flushed >= _WRITEBACK_BYTES:
+                    start_writeback(self._file.fileno(), self._flushed, self._written - self._flushed)
+                    self._flushed = self._written
+            except BaseException as exc:  # raised on the caller's thread at the next write or close
+                self._error = exc
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        return self._position
+
+    def write(self, data) -> int:
+        if self._error is not None:
+            raise self._error
+        size = memoryview(data).nbytes
+        self._hasher.update(data)  # here, in file order, so the writer thread only writes
+        self._queue.put(data)
+        self._position += size
+        return size
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self._queue.put(None)
+        self._thread.join()
+        try:
+            if self._error is None:
+                os.fsync(self._file.fileno())
+        finally:
+            self._file.close()
+            super().close()
+        if self._error is not None:
+            raise self._error
+        self.digest = f"{HASH_ALGORITHM}:{self._hasher.hexdigest()}"
 
 
 # --- checks on paths a user hands us ---------------------------------------------------------
@@ -210,19 +297,39 @@ def atomic_file(target) -> Iterator[pathlib.Path]:
     fsync_dir(target.parent)
 
 
+@functools.cache
+def _libc_function(name: str):
+    """A libc function Python's os module does not bind (Linux), or None where there is none."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return None
+    try:
+        return getattr(ctypes.CDLL(libc_name, use_errno=True), name)
+    except (OSError, AttributeError):
+        return None
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing a range of a file to disk now, without waiting.
+
+    Otherwise written pages sit in the page cache until the final fsync, and the disk
+    idles while the writer is busy computing checksums. Linux sync_file_range
+    (SYNC_FILE_RANGE_WRITE) through ctypes, as os has no binding; elsewhere a no-op.
+    """
+    function = _libc_function("sync_file_range")
+    if function is not None:
+        function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+        function(fd, offset, length, 2)
+
+
 def _exchange(a: pathlib.Path, b: pathlib.Path) -> bool:
     """Atomically swap two paths with Linux renameat2(RENAME_EXCHANGE).
 
     Python's os module has no binding for it, hence ctypes. Returns False where the
     call is unavailable, and the caller falls back to two renames.
     """
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return False
-    try:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
+    renameat2 = _libc_function("renameat2")
+    if renameat2 is None:
         return False
     at_fdcwd, rename_exchange = -100, 2
     rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)

@@ -39,6 +39,7 @@ class _CheckpointMixin:
         self.retention = Retention(keep_last=keep_last, keep_best=keep_best, mode=self.mode)
         self.async_write = async_write
         self._writer = BackgroundWriter(self.directory)
+        self._written = None  # the last snapshot, once written: its arrays are refilled next time
         self.save_weights_only = save_weights_only
         self.filename = filename
         self._lock = store.DirectoryLock(self.directory)
@@ -116,7 +117,8 @@ class _CheckpointMixin:
         manifest = manifest_mod.build(model)
         manifest["checkpoint"] = json.loads(json.dumps(state))  # a copy: history keeps growing
         # The only part training waits for: weights and optimizer variables copied to host memory.
-        snap = keras_zip.snapshot(model, manifest, include_optimizer=True)
+        snap = keras_zip.snapshot(model, manifest, include_optimizer=True, reuse=self._written)
+        self._written = None
         marker = {"epoch": epoch, "batch": batch, "global_batch": self._global_batch,
                   "monitor": self.monitor, "value": value, "mode": self.mode}
         job = functools.partial(self._write, snap, step, marker)
@@ -131,10 +133,11 @@ class _CheckpointMixin:
         """Write and commit one checkpoint, then apply retention (on the background thread when async)."""
         tmp = storage.temporary_sibling(self.directory / "model.keras")
         try:
-            keras_zip.write_snapshot(snap, tmp)
-            store.commit(self.directory, step, {"model.keras": tmp}, extra=marker)
+            digest = keras_zip.write_snapshot(snap, tmp)
+            store.commit(self.directory, step, {"model.keras": tmp}, extra=marker, hashes={"model.keras": digest})
         finally:
             tmp.unlink(missing_ok=True)
+        self._written = snap  # read only after the writer is waited for, so never while in use
         # Deletion only after the new checkpoint is committed.
         found = store.committed(self.directory)
         doomed = set(self.retention.to_delete([(c.step, c.marker.get("value")) for c in found]))

@@ -50,27 +50,34 @@ def name_for(step: int) -> str:
     return f"ckpt-{step:08d}"
 
 
-def commit(directory, step: int, files: dict[str, bytes | pathlib.Path], *, extra: dict | None = None) -> pathlib.Path:
+def commit(directory, step: int, files: dict[str, bytes | pathlib.Path], *, extra: dict | None = None,
+           hashes: dict[str, str] | None = None) -> pathlib.Path:
     """Write ``files`` as checkpoint ``step`` atomically; return its directory.
 
     Values are bytes to write, or paths of finished files to move in. The marker
-    records the hash of each file and ``extra`` (e.g. the monitored value).
+    records the hash of each file (taken from ``hashes`` where the writer already
+    hashed the bytes on their way out, else read back) and ``extra`` (e.g. the
+    monitored value).
     """
+    known = dict(hashes or {})
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / name_for(step)
     with storage.atomic_directory(target) as tmp:
         tmp.mkdir()
-        hashes = {}
+        recorded = {}
         for name, content in files.items():
             dest = tmp / name
             if isinstance(content, bytes | bytearray):
                 dest.write_bytes(content)
             else:
                 os.replace(content, dest)
-            with open(dest, "rb") as f:
-                hashes[name] = storage.hash_stream(f)
-        marker = {"step": step, "files": hashes, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(), **(extra or {})}
+            if name in known:
+                recorded[name] = known[name]
+            else:
+                with open(dest, "rb") as f:
+                    recorded[name] = storage.hash_stream(f)
+        marker = {"step": step, "files": recorded, "created": datetime.datetime.now(datetime.timezone.utc).isoformat(), **(extra or {})}
         (tmp / MARKER).write_text(json.dumps(marker), encoding="utf-8")
     return target
 

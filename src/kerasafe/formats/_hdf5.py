@@ -164,6 +164,7 @@ def config_layer_classes(config: dict | None) -> dict[str, str]:
 # Arrays below this size are written into the skeleton by HDF5 itself: placing them one
 # by one would cost more than the bytes.
 STREAM_MIN_BYTES = 4096
+_PIECE = 32 << 20
 
 
 def _streamable(array: np.ndarray) -> bool:
@@ -224,7 +225,9 @@ def stream_state(out, entries, scratch: pathlib.Path) -> str:
             for offset, array in placed:
                 skeleton.seek(position)
                 emit(skeleton.read(offset - position))
-                emit(memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
+                flat = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+                for start in range(0, len(flat), _PIECE):  # pieces, so a pipelined writer overlaps them
+                    emit(flat[start:start + _PIECE])
                 position = offset + array.nbytes
             skeleton.seek(position)
             emit(skeleton.read(size - position))

@@ -88,8 +88,11 @@ class Snapshot:
         return sum(a.nbytes for e in self.state for _, a in e.arrays)
 
 
-def snapshot(model, manifest: dict, *, include_optimizer: bool) -> Snapshot:
+def snapshot(model, manifest: dict, *, include_optimizer: bool, reuse: Snapshot | None = None) -> Snapshot:
     """Copy what a ``.keras`` file of ``model`` holds into host memory; the model may change afterwards.
+
+    ``reuse``: an earlier snapshot that is written and no longer needed; its arrays
+    are filled again instead of allocating (checkpoints do this every time).
 
     Example:
         >>> import keras, tempfile, pathlib
@@ -109,26 +112,34 @@ def snapshot(model, manifest: dict, *, include_optimizer: bool) -> Snapshot:
         "keras_version": _keras.keras().__version__,
         "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
     }
-    state, assets = _keras.capture_state(model, skip_optimizer=not include_optimizer)
+    state, assets = _keras.capture_state(model, skip_optimizer=not include_optimizer, reuse=reuse.state if reuse else ())
     members = {METADATA: json.dumps(meta).encode(), CONFIG: json.dumps(config).encode()}
     return Snapshot(members, state, assets, dict(manifest))
 
 
-def write_snapshot(snap: Snapshot, target: pathlib.Path) -> None:
-    """Write a :class:`Snapshot` as a ``.keras`` file at ``target`` (any thread; the caller makes it atomic)."""
+def write_snapshot(snap: Snapshot, target: pathlib.Path) -> str:
+    """Write a :class:`Snapshot` as a ``.keras`` file at ``target``; return the whole file's hash.
+
+    Any thread may call it; the caller makes the file's arrival atomic. The file is
+    written front to back (members with data descriptors, as zipfile writes to any
+    stream that cannot seek), on a writer thread that overlaps the disk with
+    zipfile's CRC-32 and hashes the bytes as they pass.
+    """
     target = pathlib.Path(target)
     hashes = {name: storage.hash_bytes(data) for name, data in {**snap.members, **snap.assets}.items()}
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for name, data in snap.members.items():
-            zf.writestr(name, data)
-        # The weights go into their member in one sequential pass (no temporary copy of
-        # the whole HDF5 file, no second copy in memory).
-        with zf.open(WEIGHTS_H5, "w", force_zip64=True) as member:
-            hashes[WEIGHTS_H5] = _hdf5.stream_state(member, snap.state, target.with_name(target.name + ".skeleton.h5"))
-        for name, data in snap.assets.items():
-            zf.writestr(name, data)
-        # The manifest goes last so it can hold the hash of every other member.
-        zf.writestr(MANIFEST, manifest_mod.dumps(dict(snap.manifest, hashes=hashes)))
+    with storage.HashingFileWriter(target) as out:
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, data in snap.members.items():
+                zf.writestr(name, data)
+            # The weights go into their member in one pass (no temporary copy of the
+            # whole HDF5 file, no second copy in memory).
+            with zf.open(WEIGHTS_H5, "w", force_zip64=True) as member:
+                hashes[WEIGHTS_H5] = _hdf5.stream_state(member, snap.state, target.with_name(target.name + ".skeleton.h5"))
+            for name, data in snap.assets.items():
+                zf.writestr(name, data)
+            # The manifest goes last so it can hold the hash of every other member.
+            zf.writestr(MANIFEST, manifest_mod.dumps(dict(snap.manifest, hashes=hashes)))
+    return out.digest
 
 
 class KerasZipFormat(Format):
