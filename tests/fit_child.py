@@ -29,6 +29,5 @@ history = ks.fit(
     model, x, y, checkpoint_dir=directory, epochs=40, batch_size=16, seed=7, verbose=0,
     save_freq="epoch" if save_freq == "epoch" else int(save_freq), keep_last=2, validation_data=(x[:40], y[:40]),
 )
-np.savez(out, *[np.asarray(w) for w in model.weights], loss=np.asarray(history.history["loss"]),
-         val_loss=np.asarray(history.history["val_loss"]))
+np.savez(out, *[np.asarray(w) for w in model.weights], **{k: np.asarray(v) for k, v in history.history.items()})
 print("done", flush=True)

@@ -180,3 +180,40 @@ def test_callback_state_round_trip(tmp_path):
     assert first.wait == 2  # epochs 2 and 3 did not beat epoch 1's loss by 10
     second = run(5)
     assert second.wait == 4 and second.best == first.best  # counted on from the saved state, not from zero
+
+
+class _Crash(keras.callbacks.Callback):
+    """Raises after ``at`` batches, like a run that dies mid-epoch."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at, self.seen = at, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.at:
+            raise KeyboardInterrupt
+
+
+def test_a_mid_epoch_restart_logs_the_same_epoch_metrics(tmp_path):
+    """The restarted epoch's training loss and accuracy cover all its batches: equal to an uninterrupted run."""
+    from kerasafe import _keras
+
+    x, y = _data()
+
+    def script(directory, crash_at=None):
+        _keras.set_random_seed(0)
+        model = zoo.mlp()
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        callbacks = [_Crash(crash_at)] if crash_at else []
+        return ks.fit(model, x, y, checkpoint_dir=directory, epochs=3, batch_size=8, seed=5, save_freq=3, verbose=0,
+                      callbacks=callbacks).history
+
+    with pytest.raises(KeyboardInterrupt):
+        script(tmp_path / "run", crash_at=13)  # epoch 2, batch 5 of 8: last checkpoint after global batch 12
+    assert store.read_state(store.committed(tmp_path / "run")[-1])["batch"] == 4  # resumes mid-epoch
+    resumed = script(tmp_path / "run")
+    straight = script(tmp_path / "straight")
+    assert resumed.keys() == straight.keys() and {"loss", "accuracy"} <= resumed.keys()
+    for key in straight:
+        np.testing.assert_array_equal(resumed[key], straight[key], err_msg=key)

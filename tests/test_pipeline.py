@@ -11,6 +11,7 @@ from PIL import Image
 
 import kerasafe as ks
 from conftest import run_cli
+from kerasafe.checkpoint import store
 from kerasafe.pipeline.data import decode_image
 from kerasafe.pipeline.train import train
 
@@ -42,7 +43,7 @@ def digits_run(tmp_path_factory):
 def test_train_writes_the_run_folder(digits_run):
     names = sorted(p.name for p in digits_run.iterdir())
     assert names == ["checkpoints", "history.csv", "model.keras", "plot.png", "report.txt"]
-    assert sorted(p.name for p in (digits_run / "checkpoints").iterdir()) == ["epoch-001.keras", "epoch-002.keras"]
+    assert [c.step for c in store.committed(digits_run / "checkpoints")] == [1, 2]
     rows = list(csv.DictReader(open(digits_run / "history.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"] and {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(rows[0])
     with Image.open(digits_run / "plot.png") as im:
@@ -52,7 +53,11 @@ def test_train_writes_the_run_folder(digits_run):
     info = ks.inspect(digits_run / "model.keras")
     assert info["labels"] == [str(i) for i in range(10)]
     assert info["preprocessing"]["color_mode"] == "grayscale" and info["preprocessing"]["size"] == [8, 8]
-    assert ks.inspect(digits_run / "checkpoints" / "epoch-002.keras")["metadata"]["epoch"] == 2
+    checkpoint = ks.inspect(digits_run / "checkpoints" / "ckpt-00000002" / "model.keras")
+    assert checkpoint["labels"] == info["labels"] and checkpoint["preprocessing"] == info["preprocessing"]
+    assert checkpoint["checkpoint"]["epoch"] == 2 and checkpoint["metadata"]["epochs"] == 2
+    shown = run_cli("inspect", digits_run / "checkpoints" / "ckpt-00000002" / "model.keras")
+    assert "checkpoint" in shown.stdout and "step 2: epoch 2 done; val_loss" in shown.stdout, shown.stdout
 
 
 def test_predict_json_and_montage(digits_run, tmp_path):
@@ -203,3 +208,25 @@ def test_thousands_of_images_make_few_predict_batches(tmp_path):
     assert [len(paths) for paths, _ in batches] == [BATCH, BATCH - 1, 600 - 2 * BATCH]
     assert batches[0][1].shape == (BATCH, 8, 8, 1)
     assert failures and failures[0][0].endswith("0300.png")
+
+
+def test_train_resume_continues_a_run_and_ends_as_a_straight_one(tmp_path):
+    def train(out, epochs, *extra):
+        return run_cli("train", "digits", "--out", out, "--epochs", str(epochs), "--batch-size", "64", "--quiet", *extra)
+
+    assert train(tmp_path / "run", 1).returncode == 0  # a run that stopped after 1 epoch
+    again = train(tmp_path / "run", 3)
+    lines = [l for l in again.stderr.splitlines() if l.strip()]
+    assert again.returncode != 0 and len(lines) == 1 and "--resume" in lines[0], again.stderr
+    changed = train(tmp_path / "run", 3, "--resume", "--lr", "0.01")
+    assert changed.returncode != 0 and "lr 0.001 -> 0.01" in changed.stderr, changed.stderr
+    resumed = train(tmp_path / "run", 3, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert train(tmp_path / "straight", 3).returncode == 0
+    rows = list(csv.DictReader(open(tmp_path / "run" / "history.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert rows == list(csv.DictReader(open(tmp_path / "straight" / "history.csv")))
+    a, b = ks.load(tmp_path / "run" / "model.keras"), ks.load(tmp_path / "straight" / "model.keras")
+    for x, y in zip(a.weights + a.optimizer.variables, b.weights + b.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert train(tmp_path / "fresh", 1, "--resume").returncode == 0  # nothing to resume: starts a new run

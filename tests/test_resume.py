@@ -70,9 +70,8 @@ def test_killed_runs_end_bitwise_equal_to_an_uninterrupted_one(tmp_path, save_fr
     _run_to_end(tmp_path / "resumed", tmp_path / "resumed.npz", save_freq)
     resumed = np.load(tmp_path / "resumed.npz")
     assert sorted(resumed.files) == sorted(reference.files)
-    # Weights, and validation after every epoch, bitwise. The training loss Keras logs is a
-    # mean over the epoch's batches; for an epoch cut mid-way it covers the batches after
-    # the restart, so it is compared only where checkpoints fall on epoch boundaries.
-    compared = [k for k in reference.files if k != "loss" or save_freq == "epoch"]
-    for key in compared:
+    # Weights, and every metric Keras logged for every epoch (training metrics of epochs cut
+    # mid-way included), bitwise.
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(reference.files)
+    for key in reference.files:
         np.testing.assert_array_equal(resumed[key], reference[key], err_msg=key)

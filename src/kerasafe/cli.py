@@ -68,6 +68,11 @@ def print_inspect(info: dict) -> None:
         ("optimizer", _optimizer_text(info["optimizer"])),
         ("hashes", _hash_line(info["hashes"])),
     ]
+    progress = info.get("checkpoint")
+    if progress:
+        where = f"{progress['batch']} batches into epoch {progress['epoch'] + 1}" if progress.get("batch") else f"epoch {progress['epoch']} done"
+        value = f"; {progress['monitor']} {progress['value']:.4g}" if isinstance(progress.get("value"), int | float) else ""
+        rows.insert(3, ("checkpoint", f"step {progress['step']}: {where}{value}"))
     head = Table(show_header=False, box=None, pad_edge=False)
     head.add_column(style="bold")
     head.add_column()
@@ -152,7 +157,7 @@ def cmd_train(args) -> int:
     result = train(
         args.dataset, args.out, arch=args.arch, image_size=size, color=args.color, channel_order=args.channel_order,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, augment=args.augment, seed=args.seed,
-        label_column=args.label, split=_split_ratios(args.split), quiet=args.quiet,
+        label_column=args.label, split=_split_ratios(args.split), quiet=args.quiet, resume=args.resume,
     )
     if not args.quiet:
         table = Table(title=f"trained {result.model.name} on {args.dataset}")
@@ -269,6 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--label", help="CSV label column (name or index; default: the last column)")
     p.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test fractions for data without training/validation/testing folders")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest checkpoint (after a crash, or with more --epochs)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 

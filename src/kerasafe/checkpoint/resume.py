@@ -86,6 +86,9 @@ def _capture(model, callbacks, seed) -> dict:
         "numpy_random": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
         "seed_generators": [np.asarray(_keras.to_numpy(v)).tolist() for v in _seed_variables(model)],
         "global_seed_generator": global_gen,
+        # Running sums of the epoch's training metrics: after a restart mid-epoch they are put
+        # back so the epoch's logged loss covers all its batches, as without the restart.
+        "metrics": [np.asarray(_keras.to_numpy(v)).tolist() for v in model.metrics_variables],
         "callbacks": [
             {"class": type(cb).__name__, **{a: _plain(getattr(cb, a, None)) for a in CALLBACK_STATE.get(type(cb).__name__, ())}}
             for cb in callbacks
@@ -111,6 +114,17 @@ def _put_back(model, extra: dict) -> None:
     _keras.set_global_seed_state(extra.get("global_seed_generator"))
 
 
+def _put_back_metrics(model, saved: list | None) -> None:
+    """Called at the start of the epoch a restart resumes mid-way, after Keras reset the metrics."""
+    variables = model.metrics_variables
+    if saved is None or len(saved) != len(variables):
+        warnings.warn("the checkpoint's metric state does not fit this model's metrics; this epoch's training "
+                      "metrics will cover only the batches after the restart", stacklevel=2)
+        return
+    for variable, value in zip(variables, saved):
+        variable.assign(np.asarray(value, dtype=str(variable.dtype)))
+
+
 def _put_back_callbacks(callbacks, saved: list[dict]) -> None:
     """Called at the first epoch's start: Keras callbacks reset themselves in on_train_begin."""
     for cb, state in zip(callbacks, saved):
@@ -127,9 +141,9 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=32, shuff
 
     Run the same script again after a crash and it continues where the newest
     intact checkpoint stopped (epoch and batch), ending with the weights an
-    uninterrupted run ends with. Returns a History covering all epochs. (The
-    training loss Keras logs for an epoch cut mid-way averages only the batches
-    after the restart; weights, optimizer state and validation are exact.)
+    uninterrupted run ends with. Returns a History covering all epochs; an epoch
+    cut mid-way logs the training metrics of all its batches (their running sums
+    are part of each batch checkpoint).
 
     Example:
         >>> import keras, numpy as np, tempfile, kerasafe as ks
@@ -170,7 +184,12 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=32, shuff
     checkpoint.extra_state = lambda: _capture(model, callbacks, seed)
     checkpoint.resume_from(history, start_batch)
     if found:
-        checkpoint.on_resume = lambda: _put_back_callbacks(callbacks, state["extra"].get("callbacks", []))
+        def on_resume():
+            _put_back_callbacks(callbacks, state["extra"].get("callbacks", []))
+            if start_batch:
+                _put_back_metrics(model, state["extra"].get("metrics"))
+
+        checkpoint.on_resume = on_resume
     batches = _batches(x, y, batch_size, seed, shuffle, start_epoch, start_batch)
     # The checkpoint goes last, so what it saves at an epoch's end includes what the other
     # callbacks (EarlyStopping, ReduceLROnPlateau) did at that epoch's end.

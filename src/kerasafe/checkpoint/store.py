@@ -101,13 +101,18 @@ def committed(directory) -> list[Committed]:
     return sorted(out, key=lambda c: c.step)
 
 
-def read_state(checkpoint: Committed) -> dict:
-    """The progress a checkpoint recorded (epoch, batch, history, random state), read without Keras."""
-    from ..formats.keras_zip import open_archive, read_manifest
+def read_manifest(checkpoint: Committed) -> dict:
+    """The kerasafe manifest of a checkpoint's model (labels, metadata, progress), read without Keras."""
+    from ..formats.keras_zip import open_archive, read_manifest as read_member
 
     path = checkpoint.path / "model.keras"
     with open_archive(path) as zf:
-        return (read_manifest(zf, path) or {})["checkpoint"]
+        return read_member(zf, path) or {}
+
+
+def read_state(checkpoint: Committed) -> dict:
+    """The progress a checkpoint recorded (epoch, batch, history, random state), read without Keras."""
+    return read_manifest(checkpoint)["checkpoint"]
 
 
 def intact(checkpoint: Committed) -> bool:

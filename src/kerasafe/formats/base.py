@@ -96,6 +96,9 @@ def apply_manifest(result: dict, manifest: dict | None) -> dict:
         result["layers"] = manifest["layers"]
     if manifest.get("params"):
         result["total_params"] = manifest["params"].get("total")
+    progress = manifest.get("checkpoint")
+    if isinstance(progress, dict):  # a checkpoint's model: where training stood
+        result["checkpoint"] = {k: progress.get(k) for k in ("step", "epoch", "batch", "monitor", "value")}
     result["hashes"]["recorded"] = len(manifest.get("hashes") or {})
     return result
 

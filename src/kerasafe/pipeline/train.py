@@ -15,7 +15,9 @@ import pathlib
 
 import numpy as np
 
-from .. import _keras, api
+from .. import _keras, api, errors
+from .. import manifest as manifest_mod
+from ..checkpoint import store
 from . import reports
 from .data import Dataset, load_dataset
 from .models import build
@@ -29,22 +31,6 @@ class TrainResult:
     history: dict[str, list[float]]
     test_accuracy: float | None
     model: object
-
-
-def _callbacks(keras, out_dir: pathlib.Path, ds: Dataset, epochs: int, quiet: bool, metadata: dict):
-    class EpochCheckpoint(keras.callbacks.Callback):
-        """A checkpoint of every epoch, written atomically with the labels and preprocessing."""
-
-        def on_epoch_end(self, epoch, logs=None):
-            api.save(
-                self.model, out_dir / "checkpoints" / f"epoch-{epoch + 1:03d}.keras",
-                labels=ds.labels, preprocessing=ds.preprocessing, metadata={**metadata, "epoch": epoch + 1},
-            )
-
-    callbacks = [EpochCheckpoint()]
-    if not quiet:
-        callbacks.append(_progress_callback(keras, epochs))
-    return callbacks
 
 
 def _progress_callback(keras, epochs: int):
@@ -80,10 +66,39 @@ def _metrics_text(logs) -> str:
     return "  ".join(f"{k} {float(v):.4f}" for k, v in logs.items() if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
 
 
+# Settings a resumed run must share with the run it continues (epochs may grow).
+RESUME_MUST_MATCH = ("dataset", "arch", "batch_size", "lr", "augment", "seed")
+
+
+def _check_resumable(checkpoints: pathlib.Path, metadata: dict, resume: bool) -> None:
+    found = store.committed(checkpoints)
+    if not found:
+        return
+    if not resume:
+        raise errors.KerasafeError(
+            checkpoints.parent, "a new run folder", f"the checkpoints of an earlier run ({len(found)} in {checkpoints})",
+            "pass --resume to continue that run, or choose another --out",
+        )
+    saved = store.read_manifest(found[-1]).get("metadata") or {}
+    changed = [f"{k} {saved.get(k)!r} -> {metadata[k]!r}" for k in RESUME_MUST_MATCH if saved.get(k) != metadata[k]]
+    if changed:
+        raise errors.KerasafeError(
+            checkpoints.parent, "the settings of the run being resumed", "different " + ", ".join(changed),
+            "resume with the same settings (only --epochs may change), or choose another --out",
+        )
+
+
 def train(dataset, out_dir, *, arch="auto", image_size=None, color="rgb", channel_order="rgb", interpolation="bilinear",
           epochs=10, batch_size=32, lr=1e-3, augment=False, seed=0, label_column=None, split=(0.7, 0.15, 0.15),
-          quiet=False) -> TrainResult:
-    """Train on ``dataset`` and write model.keras, history.csv, plot.png, report.txt and checkpoints/ to ``out_dir``."""
+          quiet=False, resume=False) -> TrainResult:
+    """Train on ``dataset`` and write model.keras, history.csv, plot.png, report.txt and checkpoints/ to ``out_dir``.
+
+    Training goes through ``ks.fit``: every epoch is checkpointed in ``out_dir/checkpoints``
+    and, with ``resume=True``, a run that stopped (crash, kill, or fewer epochs) continues
+    from its newest checkpoint and ends as an uninterrupted run would have.
+    """
+    from ..checkpoint.resume import fit as checkpointed_fit
+
     keras = _keras.keras()
     _keras.set_random_seed(seed)
     out = pathlib.Path(out_dir)
@@ -93,9 +108,17 @@ def train(dataset, out_dir, *, arch="auto", image_size=None, color="rgb", channe
     model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", metrics=["accuracy"])
     metadata = {"dataset": str(dataset), "arch": model.name, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                 "augment": augment, "seed": seed}
+    checkpoints = out / "checkpoints"
+    _check_resumable(checkpoints, metadata, resume)
+    # Checkpoints carry the labels and preprocessing too, so any of them can be used to predict.
+    manifest_mod.attach(model, manifest_mod.ModelInfo.from_manifest(
+        {"labels": ds.labels, "preprocessing": ds.preprocessing, "metadata": metadata}, path="", format="keras"))
     validation = (ds.x_val, ds.y_val) if len(ds.x_val) else None
-    fit = model.fit(ds.x_train, ds.y_train, validation_data=validation, epochs=epochs, batch_size=batch_size,
-                    verbose=0, callbacks=_callbacks(keras, out, ds, epochs, quiet, metadata))
+    fit = checkpointed_fit(
+        model, ds.x_train, ds.y_train, checkpoint_dir=checkpoints, epochs=epochs, batch_size=batch_size, seed=seed,
+        validation_data=validation, keep_last=3, keep_best=1, monitor="val_loss" if validation else "loss",
+        verbose=0, callbacks=[] if quiet else [_progress_callback(keras, epochs)],
+    )
     history = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
     model_path = api.save(model, out / "model.keras", labels=ds.labels, preprocessing=ds.preprocessing, metadata=metadata)
     reports.write_history(out / "history.csv", history)
