@@ -365,6 +365,15 @@ def set_random_seed(seed: int) -> None:
         torch.manual_seed(seed)
 
 
+def build_metrics(model, x_batch, y_batch) -> None:
+    """Create the compiled metrics' variables now, as Keras does at the start of ``fit`` on JAX/PyTorch.
+
+    TensorFlow's trainer creates them only when it traces the first step, too late
+    for a resumed epoch whose running sums must be put back before that step.
+    """
+    model._symbolic_build(data_batch=(x_batch, y_batch))
+
+
 def global_seed_state():
     """The state of Keras's global SeedGenerator (used by keras.random without a seed), or None."""
     from keras.src.backend.common import global_state
@@ -382,3 +391,38 @@ def set_global_seed_state(value) -> None:
 
     gen = seed_generator.global_seed_generator()
     gen.state.assign(np.asarray(value, dtype=str(gen.state.dtype)))
+
+
+def framework_random_state() -> dict | None:
+    """The framework's own global generator where Keras draws from it, as JSON-able data.
+
+    PyTorch: Dropout and other layers built without a seed take Keras's "unseeded"
+    path, torch's global generator (CPU, and CUDA where present). JAX and
+    TensorFlow draw from Keras's SeedGenerators only, which are saved as variables.
+    """
+    if backend_name() != "torch":
+        return None
+    import base64
+
+    import torch
+
+    state = {"cpu": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode()}
+    if torch.cuda.is_available():
+        state["cuda"] = [base64.b64encode(s.numpy().tobytes()).decode() for s in torch.cuda.get_rng_state_all()]
+    return {"torch": state}
+
+
+def set_framework_random_state(value: dict | None) -> None:
+    if not value or "torch" not in value or backend_name() != "torch":
+        return
+    import base64
+
+    import numpy as np
+    import torch
+
+    def tensor(text):
+        return torch.from_numpy(np.frombuffer(base64.b64decode(text), dtype=np.uint8).copy())
+
+    torch.set_rng_state(tensor(value["torch"]["cpu"]))
+    if "cuda" in value["torch"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensor(t) for t in value["torch"]["cuda"]])

@@ -86,6 +86,7 @@ def _capture(model, callbacks, seed) -> dict:
         "numpy_random": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
         "seed_generators": [np.asarray(_keras.to_numpy(v)).tolist() for v in _seed_variables(model)],
         "global_seed_generator": global_gen,
+        "framework_random": _keras.framework_random_state(),
         # Running sums of the epoch's training metrics: after a restart mid-epoch they are put
         # back so the epoch's logged loss covers all its batches, as without the restart.
         "metrics": [np.asarray(_keras.to_numpy(v)).tolist() for v in model.metrics_variables],
@@ -112,6 +113,36 @@ def _put_back(model, extra: dict) -> None:
     for variable, value in zip(_seed_variables(model), extra["seed_generators"]):
         variable.assign(np.asarray(value, dtype=str(variable.dtype)))
     _keras.set_global_seed_state(extra.get("global_seed_generator"))
+
+
+def _framework_random_continuity(state):
+    """A callback that carries the framework's global generator across ``fit`` calls (PyTorch).
+
+    Keras feeds PyTorch through a DataLoader, and each new DataLoader iterator draws
+    its seed from torch's global generator: a resumed run, which calls ``fit`` anew,
+    would draw once more than an uninterrupted one. So the state is put back at the
+    first batch of each call, after that draw: the checkpoint's state, or the state at
+    the end of the previous call.
+    """
+    keras = _keras.keras()
+
+    class FrameworkRandomContinuity(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.state, self.pending = state, False
+
+        def on_train_begin(self, logs=None):
+            self.pending = True
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.pending:
+                self.pending = False
+                _keras.set_framework_random_state(self.state)
+
+        def on_train_end(self, logs=None):
+            self.state = _keras.framework_random_state()
+
+    return FrameworkRandomContinuity()
 
 
 def _put_back_metrics(model, saved: list | None) -> None:
@@ -190,18 +221,25 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=32, shuff
                 _put_back_metrics(model, state["extra"].get("metrics"))
 
         checkpoint.on_resume = on_resume
-    batches = _batches(x, y, batch_size, seed, shuffle, start_epoch, start_batch)
+    if start_batch:  # the metric sums are put back at the epoch's start: their variables must exist
+        _keras.build_metrics(model, _take(x, slice(0, 1)), _take(y, slice(0, 1)))
     # The checkpoint goes last, so what it saves at an epoch's end includes what the other
     # callbacks (EarlyStopping, ReduceLROnPlateau) did at that epoch's end.
+    continuity = _framework_random_continuity(state["extra"].get("framework_random") if found else None)
+    fit_callbacks = [continuity, *callbacks, checkpoint]
     result = None
     try:
         if start_batch and start_epoch < epochs:  # the rest of the epoch a crash interrupted
-            result = model.fit(batches, steps_per_epoch=steps - start_batch, epochs=start_epoch + 1, initial_epoch=start_epoch,
-                               callbacks=[*callbacks, checkpoint], shuffle=False, **fit_kwargs)
+            # Each fit call gets its own generator: TensorFlow's adapter reads ahead of the
+            # step it is on, and batches read ahead by one call would be lost to the next.
+            rest = _batches(x, y, batch_size, seed, shuffle, start_epoch, start_batch)
+            result = model.fit(rest, steps_per_epoch=steps - start_batch, epochs=start_epoch + 1, initial_epoch=start_epoch,
+                               callbacks=fit_callbacks, shuffle=False, **fit_kwargs)
             start_epoch += 1
         if start_epoch < epochs:
+            batches = _batches(x, y, batch_size, seed, shuffle, start_epoch, 0)
             result = model.fit(batches, steps_per_epoch=steps, epochs=epochs, initial_epoch=start_epoch,
-                               callbacks=[*callbacks, checkpoint], shuffle=False, **fit_kwargs)
+                               callbacks=fit_callbacks, shuffle=False, **fit_kwargs)
     except BaseException:
         # Keras skips on_train_end when fit raises: finish the write in flight and free the
         # directory here, reporting a background failure without hiding the one raised.
