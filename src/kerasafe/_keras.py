@@ -45,7 +45,18 @@ def keras():
         _choose_default_backend()
     import keras as _k
 
+    _register_legacy_functions(_k)
     return _k
+
+
+@functools.cache
+def _register_legacy_functions(k) -> None:
+    """Functions old Keras had under names Keras 3 gave another meaning (translation.LEGACY_ACTIVATIONS)."""
+
+    @k.saving.register_keras_serializable(package="kerasafe", name="keras2_hard_sigmoid")
+    def keras2_hard_sigmoid(x):
+        """hard_sigmoid as Keras 1, Keras 2 and tf.keras 2 computed it: clip(0.2 x + 0.5, 0, 1)."""
+        return k.ops.clip(0.2 * x + 0.5, 0.0, 1.0)
 
 
 def backend_name() -> str:
@@ -92,6 +103,12 @@ def model_from_config(config: dict, *, custom_objects=None, compile=True, safe_m
     ser = serialization_lib()
     with ser.ObjectSharingScope():
         return ser.deserialize_keras_object(config, custom_objects, safe_mode=safe_mode)
+
+
+def legacy_model_from_config(config: dict, *, custom_objects=None, safe_mode=True):
+    """Keras 3's reader for Keras 2 style model configs, under the caller's safe mode."""
+    with serialization_lib().SafeModeScope(safe_mode):
+        return legacy_saving_utils().model_from_config(config, custom_objects=custom_objects)
 
 
 class tensorflow_left_alone:

@@ -239,3 +239,205 @@ def training_config_to_keras2(config: dict) -> tuple[dict, list[str]]:
     if _is_keras_object(opt):
         out["optimizer_config"] = dict(opt, config=_drop_neutral(opt["config"], KERAS3_ONLY_OPTIMIZER_ARGUMENTS, "optimizer", problems))
     return out, problems
+
+
+# --- Keras 1.x / 2.x / tf.keras 2 -> what Keras 3's legacy loader reads ------------------------
+
+# Keras 1 layer classes under their Keras 2/3 names.
+KERAS1_CLASS_RENAMES = {
+    "Convolution1D": "Conv1D", "Convolution2D": "Conv2D", "Convolution3D": "Conv3D",
+    "AtrousConvolution2D": "Conv2D", "Deconvolution2D": "Conv2DTranspose",
+}
+
+# Keras 1 argument names -> Keras 2/3 ("*" applies to every layer class). Values that
+# change meaning (border_mode "valid"/"same" keep theirs; dim_ordering "tf"/"th") are
+# mapped in KERAS1_VALUE_RENAMES.
+KERAS1_ARGUMENT_RENAMES = {
+    "*": {
+        "init": "kernel_initializer", "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer",
+        "W_constraint": "kernel_constraint", "b_constraint": "bias_constraint", "bias": "use_bias",
+        "border_mode": "padding", "subsample": "strides", "dim_ordering": "data_format", "nb_filter": "filters",
+        "input_dtype": "__input_dtype__", "inner_init": "recurrent_initializer", "inner_activation": "recurrent_activation",
+        "U_regularizer": "recurrent_regularizer", "U_constraint": "recurrent_constraint",
+        "dropout_W": "dropout", "dropout_U": "recurrent_dropout", "atrous_rate": "dilation_rate",
+    },
+    "Dense": {"output_dim": "units"},
+    "SimpleRNN": {"output_dim": "units"},
+    "GRU": {"output_dim": "units"},
+    "LSTM": {"output_dim": "units"},
+    "Dropout": {"p": "rate"},
+    "SpatialDropout1D": {"p": "rate"},
+    "SpatialDropout2D": {"p": "rate"},
+    "GaussianNoise": {"sigma": "stddev"},
+    "GaussianDropout": {"p": "rate"},
+    "MaxPooling1D": {"pool_length": "pool_size", "stride": "strides"},
+    "AveragePooling1D": {"pool_length": "pool_size", "stride": "strides"},
+    "Conv1D": {"filter_length": "kernel_size", "subsample_length": "strides"},
+    # Keras 1's embedding dropout has no Keras 3 meaning at a non-zero value.
+    "Embedding": {"dropout": None, "init": "embeddings_initializer", "W_regularizer": "embeddings_regularizer",
+                  "W_constraint": "embeddings_constraint"},
+}
+KERAS1_VALUE_RENAMES = {"data_format": {"tf": "channels_last", "th": "channels_first", "default": "channels_last"}}
+# Keras 1 arguments that were hints, not meaning: dropping them changes no output.
+# consume_less chose an RNN implementation; input_length a shape Keras 3 infers.
+KERAS1_HINTS = ("consume_less", "input_length")
+# Keys tf.keras 2.13+ writes around each layer that Keras 3's legacy loader does not take there.
+TF_KERAS_LAYER_WRAPPER_KEYS = ("module", "registered_name", "build_config", "compile_config", "shared_object_id")
+
+
+# Keras 1, Keras 2 and tf.keras 2 defined hard_sigmoid as clip(0.2x + 0.5, 0, 1); Keras 3's
+# is clip(x/6 + 0.5, 0, 1). The old one is kept as a function kerasafe registers with
+# Keras (_keras.register_legacy_functions), named here as Keras serializes a function.
+KERAS2_HARD_SIGMOID = {"module": "builtins", "class_name": "function", "config": "kerasafe>keras2_hard_sigmoid",
+                       "registered_name": "function"}
+LEGACY_ACTIVATIONS = {"hard_sigmoid": KERAS2_HARD_SIGMOID}
+ACTIVATION_ARGUMENTS = ("activation", "recurrent_activation", "inner_activation")
+
+
+def is_legacy_config(config: dict) -> bool:
+    """True for a model config that Keras 1, Keras 2 or tf.keras 2 wrote (not Keras 3).
+
+    Keras 3 writes a ``module`` beside every model's ``class_name``; the older writers
+    did not, and Keras 1/2.0 wrote a Sequential's ``config`` as a list.
+    """
+    version = str(config.get("keras_version") or "")
+    return version[:2] in ("1.", "2.") or isinstance(config.get("config"), list) or "module" not in config
+
+
+def _problem(layer: str, what: str) -> ValueError:
+    return ValueError(f"layer '{layer}': {what} has no Keras 3 meaning")
+
+
+def upgrade_layer_config(class_name: str, config: dict, *, keras1: bool) -> tuple[str, dict]:
+    """One layer's (class, config) in the terms Keras 3's legacy loader reads; ValueError names what cannot be."""
+    config = dict(config)
+    name = config.get("name", class_name)
+    if keras1:
+        class_name = KERAS1_CLASS_RENAMES.get(class_name, class_name)
+        renames = {**KERAS1_ARGUMENT_RENAMES["*"], **KERAS1_ARGUMENT_RENAMES.get(class_name, {})}
+        for old, new in renames.items():
+            if old not in config:
+                continue
+            value = config.pop(old)
+            if new is None:
+                if value not in (None, 0, 0.0):
+                    raise _problem(name, f"argument '{old}'={value!r}")
+                continue
+            config[new] = KERAS1_VALUE_RENAMES.get(new, {}).get(value, value) if isinstance(value, str) else value
+        for hint in KERAS1_HINTS:
+            config.pop(hint, None)
+        if class_name in ("Conv2D", "Conv2DTranspose") and "nb_row" in config:
+            config["kernel_size"] = [config.pop("nb_row"), config.pop("nb_col")]
+        if class_name == "Merge":
+            raise _problem(name, "Keras 1's Merge layer (use Add/Concatenate/... layers)")
+    for key in ACTIVATION_ARGUMENTS:
+        if isinstance(config.get(key), str) and config[key] in LEGACY_ACTIVATIONS:
+            config[key] = dict(LEGACY_ACTIVATIONS[config[key]])
+    if class_name != "Embedding" and "input_dim" in config:  # (an Embedding's input_dim is its vocabulary)
+        input_dim = config.pop("input_dim")
+        config.setdefault("batch_input_shape", [None, input_dim])
+    inner = config.get("layer")
+    if isinstance(inner, dict) and "class_name" in inner:  # TimeDistributed, Bidirectional
+        inner_class, inner_config = upgrade_layer_config(inner["class_name"], inner.get("config") or {}, keras1=keras1)
+        inner_config.pop("batch_input_shape", None)
+        # Keras 3 deserializes a wrapped layer itself, by module: say where the class lives.
+        config["layer"] = {"module": "keras.layers", "class_name": inner_class, "config": inner_config, "registered_name": None}
+    return class_name, config
+
+
+def upgrade_legacy_config(config: dict) -> dict:
+    """A Keras 1/2/tf.keras 2 model config rewritten for Keras 3's legacy loader.
+
+    Keras 2.0-2.2 wrote a Sequential's ``config`` as a bare list of layers and put the
+    input shape on the first layer; Keras 1 used other argument names (tables above);
+    tf.keras 2.13+ wraps each layer in keys that loader does not take. Raises
+    ValueError naming the layer and argument that have no Keras 3 meaning.
+
+    Example:
+        >>> old = {"class_name": "Sequential", "keras_version": "1.1.1", "config": [
+        ...     {"class_name": "Dense", "config": {"name": "d", "output_dim": 4, "input_dim": 3, "init": "glorot_uniform"}}]}
+        >>> new = upgrade_legacy_config(old)
+        >>> [l["class_name"] for l in new["config"]["layers"]], new["config"]["layers"][1]["config"]["units"]
+        (['InputLayer', 'Dense'], 4)
+    """
+    keras1 = str(config.get("keras_version") or "").startswith("1.")
+    out = {"class_name": config["class_name"], "config": config["config"]}
+    inner = out["config"]
+    if isinstance(inner, list):
+        inner = {"name": "sequential", "layers": inner}
+    inner = dict(inner)
+    layers = []
+    for layer in inner.get("layers", []):
+        layer = {k: v for k, v in layer.items() if k not in TF_KERAS_LAYER_WRAPPER_KEYS}
+        class_name, layer_config = upgrade_layer_config(layer["class_name"], layer.get("config") or {}, keras1=keras1)
+        layers.append(dict(layer, class_name=class_name, config=layer_config))
+    if out["class_name"] == "Sequential" and layers and layers[0]["class_name"] != "InputLayer":
+        first = layers[0]["config"]
+        shape = first.pop("batch_input_shape", None)
+        if shape is not None:  # Keras 3 takes the input shape from an InputLayer only
+            # Keras 1's input_dtype is the input's type (int32 token ids), not the layer's.
+            dtype = first.pop("__input_dtype__", None) or first.get("dtype", "float32")
+            layers.insert(0, {"class_name": "InputLayer", "config": {
+                "batch_input_shape": shape, "dtype": dtype, "name": f"{first.get('name', 'input')}_input"}})
+    for layer in layers:
+        layer["config"].pop("__input_dtype__", None)
+    for layer in layers[1:] if out["class_name"] == "Sequential" else []:
+        layer["config"].pop("batch_input_shape", None)
+    inner["layers"] = layers
+    out["config"] = inner
+    return out
+
+
+# tf.keras 2 (TF 2.11+ optimizers) names each optimizer slot "<Optimizer>/<slot>/<layer>/<variable>:0";
+# Keras 3 keeps the same state under "<variable path>_<slot>". Slot names per optimizer:
+TF_KERAS_OPTIMIZER_SLOTS = {
+    "Adam": {"m": "momentum", "v": "velocity", "vhat": "velocity_hat"},
+    "AdamW": {"m": "momentum", "v": "velocity", "vhat": "velocity_hat"},
+    "Nadam": {"m": "momentum", "v": "velocity"},
+    "Adamax": {"m": "m", "u": "norm"},
+    "RMSprop": {"velocity": "velocity", "momentum": "momentum", "average_gradient": "average_gradient"},
+    "SGD": {"m": "momentum"},
+    "Adagrad": {"accumulator": "accumulator"},
+}
+
+
+def optimizer_slot(weight_name: str) -> tuple[str, str, str] | None:
+    """(optimizer class, Keras 3 slot name, "layer/variable") of a tf.keras 2 optimizer weight name, or None.
+
+    Example:
+        >>> optimizer_slot("Adam/m/dense/kernel:0")
+        ('Adam', 'momentum', 'dense/kernel')
+    """
+    parts = weight_name.split(":")[0].split("/")
+    if len(parts) < 4 or parts[0] not in TF_KERAS_OPTIMIZER_SLOTS:
+        return None
+    slot = TF_KERAS_OPTIMIZER_SLOTS[parts[0]].get(parts[1])
+    return (parts[0], slot, "/".join(parts[2:])) if slot else None
+
+
+# Optimizer config keys: Keras 2 names -> Keras 3, and tf.keras 2 keys Keras 3 optimizers refuse.
+OPTIMIZER_ARGUMENT_RENAMES = {"lr": "learning_rate"}
+TF_KERAS_ONLY_OPTIMIZER_ARGUMENTS = ("is_legacy_optimizer", "jit_compile")
+
+
+def upgrade_optimizer_config(config: dict) -> dict:
+    """An optimizer config from Keras 1/2/tf.keras 2 training_config, as Keras 3 deserializes it.
+
+    tf.keras 2.11+ names its optimizers "Custom>Adam"; Keras 2 wrote ``lr`` and
+    ``decay``. Keras 2's decay (lr / (1 + decay * iterations)) is Keras 3's
+    InverseTimeDecay with decay_steps=1, so it is kept as that schedule.
+
+    Example:
+        >>> new = upgrade_optimizer_config({"class_name": "SGD", "config": {"lr": 0.1, "decay": 0.01}})
+        >>> new["config"]["learning_rate"]["class_name"], new["config"]["learning_rate"]["config"]["decay_rate"]
+        ('InverseTimeDecay', 0.01)
+    """
+    class_name = str(config.get("class_name", "")).split(">")[-1]
+    inner = {OPTIMIZER_ARGUMENT_RENAMES.get(k, k): v for k, v in (config.get("config") or {}).items()
+             if k not in TF_KERAS_ONLY_OPTIMIZER_ARGUMENTS}
+    decay = inner.pop("decay", 0.0) or 0.0
+    if decay:
+        inner["learning_rate"] = {"module": "keras.optimizers.schedules", "class_name": "InverseTimeDecay", "registered_name": None,
+                                  "config": {"initial_learning_rate": inner.get("learning_rate", 0.01), "decay_steps": 1,
+                                             "decay_rate": decay, "staircase": False}}
+    return {"module": "keras.optimizers", "class_name": class_name, "config": inner, "registered_name": None}

@@ -103,6 +103,38 @@ def apply_manifest(result: dict, manifest: dict | None) -> dict:
     return result
 
 
+def _code_carriers(value, found: list) -> None:
+    if isinstance(value, dict):
+        if value.get("class_name") == "Lambda":
+            cfg = value.get("config") or {}
+            function = cfg.get("function")
+            if isinstance(function, list) or cfg.get("function_type") == "lambda" or (
+                isinstance(function, dict) and function.get("class_name") == "__lambda__"):
+                found.append(f"Lambda layer '{cfg.get('name', '?')}' carrying Python bytecode")
+        for item in value.values():
+            _code_carriers(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            _code_carriers(item, found)
+
+
+def refuse_reason(config) -> str | None:
+    """What in a model config would run code stored in the file (Lambda bytecode), or None."""
+    found: list[str] = []
+    _code_carriers(config, found)
+    return found[0] if found else None
+
+
+def refuse_code(config, path, safe_mode: bool) -> None:
+    """In safe mode, refuse a model config that would run code stored in the file (Lambda bytecode)."""
+    found = refuse_reason(config)
+    if found and safe_mode:
+        raise errors.UnsafeContentError(
+            path, "a model whose loading runs no code from the file", found,
+            "if you trust this file, load it with safe_mode=False",
+        )
+
+
 def keras_failure(path, exc: Exception, expected: str) -> errors.KerasafeError:
     """Turn an exception from inside Keras's readers into the kerasafe error it means."""
     import zipfile

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import _keras, errors, translation
 from . import _hdf5
-from .base import MODEL, Format, apply_manifest, keras_failure, model_from_stored_architecture, summary
+from .base import MODEL, Format, apply_manifest, model_from_stored_architecture, summary
 
 
 def _first_line(exc: Exception) -> str:
@@ -52,6 +52,8 @@ def restore_optimizer(model, f, path, custom_objects, manifest: dict | None) -> 
             if training is None:
                 return
             utils = _keras.legacy_saving_utils()
+            if isinstance(training.get("optimizer_config"), dict):
+                training = dict(training, optimizer_config=translation.upgrade_optimizer_config(training["optimizer_config"]))
             model.compile(**utils.compile_args_from_training_config(training, custom_objects))
     except (ValueError, TypeError, KeyError) as exc:
         warnings.warn(f"{path}: the training configuration cannot be restored ({_first_line(exc)}); the model is not compiled", stacklevel=4)
@@ -62,6 +64,10 @@ def restore_optimizer(model, f, path, custom_objects, manifest: dict | None) -> 
     values = _keras.legacy_h5().load_optimizer_weights_from_hdf5_group(f)
     _keras.ensure_optimizer_built(model)
     optimizer = model.optimizer
+    names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs.get("weight_names", [])]
+    if len(names) == len(values) and any(translation.optimizer_slot(n) for n in names):
+        _restore_tf_keras_slots(model, names, values, path)
+        return
     if [tuple(v.shape) for v in optimizer.variables] != [tuple(np.shape(v)) for v in values]:
         warnings.warn(
             f"{path}: the saved optimizer state ({len(values)} arrays) does not match "
@@ -71,6 +77,29 @@ def restore_optimizer(model, f, path, custom_objects, manifest: dict | None) -> 
         return
     for variable, value in zip(optimizer.variables, values):
         variable.assign(value)
+
+
+def _restore_tf_keras_slots(model, names: list[str], values: list, path) -> None:
+    """Put tf.keras 2 optimizer slots (named by layer and variable) into Keras 3's slots."""
+    optimizer = model.optimizer
+    by_name = {v.name: v for v in optimizer.variables}
+    placed, dropped = 0, []
+    for name, value in zip(names, values):
+        if name.split(":")[0].split("/")[-1] in ("iteration", "iter"):
+            optimizer.iterations.assign(np.asarray(value, dtype=str(optimizer.iterations.dtype)))
+            placed += 1
+            continue
+        slot = translation.optimizer_slot(name)
+        targets = [v for v in model.trainable_variables if slot and (v.path == slot[2] or v.path.endswith("/" + slot[2]))]
+        target = by_name.get(f"{targets[0].path.replace('/', '_')}_{slot[1]}") if len(targets) == 1 else None
+        if target is None or tuple(target.shape) != tuple(np.shape(value)):
+            dropped.append(name)
+            continue
+        target.assign(np.asarray(value))
+        placed += 1
+    if dropped:
+        warnings.warn(f"{path}: {len(dropped)} of {len(names)} optimizer arrays have no place in "
+                      f"{type(optimizer).__name__} (first: {dropped[0]}); those slots start fresh", stacklevel=5)
 
 
 def _write_keras2_configs(f, target) -> None:
@@ -114,7 +143,8 @@ class HDF5ModelFormat(Format):
             _hdf5.write_manifest(f, dict(manifest, hashes=_hdf5.dataset_hashes(f)))
 
     def read(self, path, *, compile, safe_mode, custom_objects):
-        legacy = _keras.legacy_h5()
+        from .architecture import legacy_model_from_config
+
         with _hdf5.open_h5(path, expected="a full-model HDF5 file") as f:
             _hdf5.reject_external_links(f, path)
             manifest = _hdf5.read_manifest(f, path)
@@ -127,13 +157,19 @@ class HDF5ModelFormat(Format):
                 model = model_from_stored_architecture(manifest, path, compile=False, safe_mode=safe_mode, custom_objects=custom_objects)
                 load_legacy_weights(model, group, path, by_name=False, skip_mismatch=False)
             else:
-                try:
-                    # compile=False: Keras's own compile step builds the optimizer over no
-                    # variables and drops the saved slots (Adam's moments); restore_optimizer
-                    # does it right.
-                    model = legacy.load_model_from_hdf5(f, custom_objects=custom_objects, compile=False, safe_mode=safe_mode)
-                except (ValueError, KeyError, TypeError, OSError) as exc:
-                    raise keras_failure(path, exc, "a model Keras can rebuild from this HDF5 file") from None
+                # A file from Keras 1/2, tf.keras 2 or plain Keras 3: its config goes through the
+                # legacy translation (old names, old hard_sigmoid) and the check for code; the
+                # optimizer is compiled later (restore_optimizer), because Keras's own compile
+                # step builds it over no variables and drops the saved slots.
+                config = _hdf5.attr_json(f, "model_config", path)
+                if config is None:
+                    raise errors.CorruptFileError(
+                        path, "a full-model HDF5 file with a 'model_config'", "weights only",
+                        "load it into a model: ks.load('architecture.json', weights=...) or ks.load_weights(model, ...)",
+                    )
+                config.setdefault("keras_version", _hdf5.attr_text(f, "keras_version"))
+                model = legacy_model_from_config(config, path, custom_objects=custom_objects, safe_mode=safe_mode)
+                load_legacy_weights(model, group, path, by_name=False, skip_mismatch=False)
             if compile:
                 restore_optimizer(model, f, path, custom_objects, manifest)
         return model, manifest

@@ -1,0 +1,219 @@
+"""Legacy rescue: files that tf.keras 2, Keras 2.0 and Keras 1 wrote open in Keras 3 with their predictions.
+
+The tf.keras 2 corpus is written by tests/fixtures/legacy/make_corpus.py with the real
+tf_keras 2.21 (its outputs are committed); the Keras 1/2.0 texts are the tutorials'
+own and a real Keras 1.1.1 project's (copies in tests/fixtures/legacy/found/), with hand-written
+cases below.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import warnings
+
+import h5py
+import numpy as np
+import pytest
+
+import kerasafe as ks
+from conftest import TESTS, run_cli
+from kerasafe import errors, translation
+
+CORPUS = TESTS / "fixtures" / "legacy" / "tf_keras_2"
+FOUND = TESTS / "fixtures" / "legacy" / "found"  # copies of files from ../shared (see its README)
+MODELS = ["pima", "fashion", "residual_cnn"]
+
+
+def _predict(model, name):
+    ref = np.load(CORPUS / f"{name}.npz")
+    return np.asarray(model.predict(ref["x"], verbose=0)), ref["y"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_tf_keras_full_h5_predicts_and_keeps_every_optimizer_slot(name):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "starts fresh", no dropped slot
+        model = ks.load(CORPUS / f"{name}.h5")
+    ours, theirs = _predict(model, name)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
+    with h5py.File(CORPUS / f"{name}.h5") as f:
+        group = f["optimizer_weights"]
+        saved = [group[n.decode() if isinstance(n, bytes) else n][()] for n in group.attrs["weight_names"]]
+        config = json.loads(f.attrs["training_config"])["optimizer_config"]["config"]
+    optimizer = model.optimizer
+    assert float(optimizer.learning_rate) == pytest.approx(config["learning_rate"])
+    if "momentum" in config:
+        assert optimizer.momentum == pytest.approx(config["momentum"])
+    restored = [np.asarray(v) for v in optimizer.variables if not v.name.endswith("learning_rate")]
+    assert len(restored) == len(saved)
+    assert sorted(float(np.abs(a).sum()) for a in restored) == pytest.approx(sorted(float(np.abs(a).sum()) for a in saved))
+    assert int(optimizer.iterations) > 0
+
+
+@pytest.mark.parametrize("weights", [".weights.h5", "-weights.h5"])
+@pytest.mark.parametrize("name", MODELS)
+def test_tf_keras_json_with_weights_h5(name, weights):
+    """Both layouts tf.keras 2 wrote: .weights.h5 (Keras 3 style) and any other .h5 (layer_names)."""
+    model = ks.load(CORPUS / f"{name}.json", weights=CORPUS / f"{name}{weights}")
+    ours, theirs = _predict(model, name)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
+
+
+def test_tf_keras_weights_by_name_into_a_reordered_model():
+    import keras
+
+    source = ks.load(CORPUS / "pima.json")
+    # Same layers, listed in another order inside a Functional model: only names match.
+    inputs = keras.Input((8,))
+    layers = {l.name: keras.layers.Dense(l.units, activation=l.activation, name=l.name) for l in source.layers}
+    x = layers["dense"](inputs)
+    x = layers["dense_1"](x)
+    model = keras.Model(inputs, layers["dense_2"](x))
+    ks.load_weights(model, CORPUS / "pima-weights.h5", by_name=True)
+    ours, theirs = _predict(model, "pima")
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("suffix", ["json", "yaml"])
+def test_the_tutorials_keras_2_0_2_texts_build_the_model(suffix):
+    """seed003: Keras 2.0.2 wrote a Sequential's config as a bare list, the input shape on layer 1."""
+    model = ks.load(FOUND / f"seed003_model.{suffix}")
+    assert [tuple(i.shape) for i in model.inputs] == [(None, 8)]
+    assert [l.units for l in model.layers] == [12, 8, 1] and model.count_params() == 221
+    assert model.predict(np.zeros((2, 8), "float32"), verbose=0).shape == (2, 1)
+
+
+def test_a_real_keras_1_architecture_builds_with_keras_1_semantics():
+    """ChemTS (Keras 1.1.1): output_dim/init/inner_init/input_dtype names and Keras 1's hard_sigmoid."""
+    model = ks.load(FOUND / "chemts_model.json")
+    assert [tuple(i.shape) for i in model.inputs] == [(None, 82)] and model.inputs[0].dtype == "int32"
+    gru = next(l for l in model.layers if type(l).__name__ == "GRU")
+    assert gru.units == 256
+    x = np.array([-3.0, -1.0, 0.0, 1.0, 3.0], "float32")
+    np.testing.assert_allclose(np.asarray(gru.cell.recurrent_activation(x)), np.clip(0.2 * x + 0.5, 0, 1), atol=1e-7)
+
+
+# Each entry of the Keras 1 rename table with the text it came from (a Keras 1 layer config).
+KERAS1_CASES = [
+    ("Dense", {"output_dim": 4, "init": "uniform", "W_regularizer": None, "b_constraint": None, "bias": True},
+     "Dense", {"units": 4, "kernel_initializer": "uniform", "kernel_regularizer": None, "bias_constraint": None, "use_bias": True}),
+    ("Convolution2D", {"nb_filter": 8, "nb_row": 3, "nb_col": 5, "border_mode": "same", "subsample": [2, 2], "dim_ordering": "tf"},
+     "Conv2D", {"filters": 8, "kernel_size": [3, 5], "padding": "same", "strides": [2, 2], "data_format": "channels_last"}),
+    ("Convolution1D", {"nb_filter": 4, "filter_length": 3, "subsample_length": 1}, "Conv1D", {"filters": 4, "kernel_size": 3, "strides": 1}),
+    ("Dropout", {"p": 0.5}, "Dropout", {"rate": 0.5}),
+    ("GaussianNoise", {"sigma": 0.1}, "GaussianNoise", {"stddev": 0.1}),
+    ("MaxPooling1D", {"pool_length": 2, "stride": 2}, "MaxPooling1D", {"pool_size": 2, "strides": 2}),
+    ("GRU", {"output_dim": 8, "inner_init": "orthogonal", "inner_activation": "sigmoid", "dropout_W": 0.1, "dropout_U": 0.2,
+             "U_regularizer": None, "consume_less": "gpu"},
+     "GRU", {"units": 8, "recurrent_initializer": "orthogonal", "recurrent_activation": "sigmoid", "dropout": 0.1,
+             "recurrent_dropout": 0.2, "recurrent_regularizer": None}),
+    ("Embedding", {"input_dim": 50, "output_dim": 8, "init": "uniform", "W_regularizer": None, "input_length": 10, "dropout": 0.0},
+     "Embedding", {"input_dim": 50, "output_dim": 8, "embeddings_initializer": "uniform", "embeddings_regularizer": None}),
+]
+
+
+@pytest.mark.parametrize(("old_class", "old", "new_class", "new"), KERAS1_CASES, ids=[c[0] for c in KERAS1_CASES])
+def test_keras1_rename_table(old_class, old, new_class, new):
+    assert translation.upgrade_layer_config(old_class, old, keras1=True) == (new_class, new)
+
+
+@pytest.mark.parametrize(("old_class", "config", "named"), [
+    ("Merge", {"name": "merge_1", "mode": "concat"}, "Merge"),
+    ("Embedding", {"name": "emb", "input_dim": 5, "output_dim": 2, "dropout": 0.2}, "'dropout'=0.2"),
+])
+def test_keras1_without_keras3_meaning_is_an_error_naming_it(old_class, config, named, tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"class_name": "Sequential", "keras_version": "1.2.2", "config": [
+        {"class_name": "Dense", "config": {"name": "d", "output_dim": 2, "input_dim": 3}},
+        {"class_name": old_class, "config": config}]}))
+    with pytest.raises(errors.UnsupportedOperationError) as info:
+        ks.load(path)
+    assert str(path) in str(info.value) and named in str(info.value) and config["name"] in str(info.value)
+
+
+def test_keras2_optimizer_lr_and_decay():
+    new = translation.upgrade_optimizer_config({"class_name": "Adam", "config": {"lr": 0.002, "decay": 0.0, "beta_1": 0.9}})
+    assert new["config"] == {"learning_rate": 0.002, "beta_1": 0.9} and new["class_name"] == "Adam"
+    tf2 = translation.upgrade_optimizer_config({"class_name": "Custom>SGD", "config": {"learning_rate": 0.1, "momentum": 0.9,
+                                                                                     "is_legacy_optimizer": False, "jit_compile": True}})
+    assert tf2["class_name"] == "SGD" and tf2["config"] == {"learning_rate": 0.1, "momentum": 0.9}
+    import keras
+
+    decayed = keras.optimizers.deserialize(translation.upgrade_optimizer_config({"class_name": "SGD", "config": {"lr": 0.1, "decay": 0.5}}))
+    schedule = decayed.learning_rate if callable(decayed.learning_rate) else decayed._learning_rate
+    assert float(schedule(4)) == pytest.approx(0.1 / (1 + 0.5 * 4))  # Keras 2's decay formula
+
+
+# --- hostile files ------------------------------------------------------------------------------
+
+def test_real_lambda_bytecode_h5_is_refused_and_nothing_runs(tmp_path):
+    """carnd_model.h5 (Keras 2.0.6) carries Python 3.5 bytecode in a Lambda."""
+    path = FOUND / "carnd_model.h5"
+    with pytest.raises(errors.UnsafeContentError) as info:
+        ks.load(path)
+    assert "Lambda layer 'lambda_1'" in str(info.value) and "safe_mode=False" in str(info.value)
+    with pytest.raises(errors.UnsupportedOperationError, match="bytecode it cannot"):  # trusted, but not runnable here
+        ks.load(path, safe_mode=False)
+    proc = run_cli("inspect", path)  # reading its header runs nothing and works
+    assert proc.returncode == 0 and "lambda_1" in proc.stdout, proc.stderr
+
+
+def _lambda_writing(marker: pathlib.Path) -> str:
+    import base64
+    import marshal
+
+    code = compile(f"lambda x: (open({str(marker)!r}, 'w').write('ran'), x)[1]", "<payload>", "eval")
+    function = eval(code)  # a real lambda's code object, as Keras 2 marshalled it
+    return base64.b64encode(marshal.dumps(function.__code__)).decode()
+
+
+@pytest.mark.parametrize("container", ["json", "h5"])
+def test_lambda_bytecode_that_would_write_a_file_does_not_run(tmp_path, container):
+    marker = tmp_path / "ran.txt"
+    config = {"class_name": "Sequential", "keras_version": "2.2.4", "config": {"name": "s", "layers": [
+        {"class_name": "Lambda", "config": {"name": "evil", "function": [_lambda_writing(marker), None, None],
+                                            "function_type": "lambda", "batch_input_shape": [None, 2],
+                                            "output_shape": None, "arguments": {}}}]}}
+    path = tmp_path / f"evil.{container}"
+    if container == "json":
+        path.write_text(json.dumps(config))
+    else:
+        with h5py.File(path, "w") as f:
+            f.attrs["model_config"] = json.dumps(config)
+            f.attrs["keras_version"] = "2.2.4"
+            f.create_group("model_weights").attrs["layer_names"] = np.array([b"evil"])
+    with pytest.raises(errors.UnsafeContentError, match="Lambda layer 'evil'"):
+        ks.load(path)
+    assert not marker.exists()
+
+
+def test_yaml_python_object_tag_does_not_run(tmp_path):
+    marker = tmp_path / "ran.txt"
+    path = tmp_path / "evil.yaml"
+    path.write_text(f"class_name: Sequential\nconfig: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(errors.UnsafeContentError):
+        ks.load(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("layout", ["full", "weights"])
+def test_absurd_declared_shape_is_refused_before_any_allocation(tmp_path, layout):
+    """A header declaring 4 TiB of weights in a file of a few KiB: refused from the header alone."""
+    path = tmp_path / "huge.h5"
+    source = CORPUS / ("pima.h5" if layout == "full" else "pima-weights.h5")
+    with h5py.File(source) as src, h5py.File(path, "w") as dst:
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+        for key in src:
+            src.copy(key, dst)
+        layers = dst["model_weights"] if layout == "full" else dst
+        group = layers["dense"]["dense"]
+        del group["kernel:0"]
+        group.create_dataset("kernel:0", shape=(2**20, 2**20), dtype="float32")  # never written: no space used
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(errors.CorruptFileError, match=r"declaring shape \(1048576, 1048576\)"):
+        if layout == "full":
+            ks.load(path)
+        else:
+            ks.load(CORPUS / "pima.json", weights=path)
