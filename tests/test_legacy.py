@@ -217,3 +217,87 @@ def test_absurd_declared_shape_is_refused_before_any_allocation(tmp_path, layout
             ks.load(path)
         else:
             ks.load(CORPUS / "pima.json", weights=path)
+
+
+# --- TensorFlow checkpoints and SavedModels, without TensorFlow --------------------------------
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("kind", ["prefix", "index file", "folder", "tf.train.Checkpoint"])
+def test_tf_checkpoint_weights(name, kind):
+    """save_weights("name") (.index + .data), named by prefix, .index or folder; tf.train.Checkpoint(model=...)."""
+    weights = {
+        "prefix": CORPUS / f"{name}.ckpt" / name,
+        "index file": CORPUS / f"{name}.ckpt" / f"{name}.index",
+        "folder": CORPUS / f"{name}.ckpt",  # its "checkpoint" file names the latest
+        "tf.train.Checkpoint": CORPUS / f"{name}.tfckpt",
+    }[kind]
+    model = ks.load(CORPUS / f"{name}.json", weights=weights)
+    ours, theirs = _predict(model, name)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_tf_keras_savedmodel_is_rebuilt_as_a_keras3_model(name):
+    with pytest.warns(UserWarning, match="slots start fresh"):
+        model = ks.load(CORPUS / f"{name}.savedmodel")
+    ours, theirs = _predict(model, name)
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
+    assert model.optimizer is not None and model.compiled
+
+
+def test_a_tf_checkpoint_holds_no_architecture():
+    with pytest.raises(errors.UnsupportedOperationError, match="ks.load\\('arch.json', weights=path\\)"):
+        ks.load(CORPUS / "pima.ckpt" / "pima")
+
+
+def test_tf_checkpoint_into_the_wrong_model_is_a_clear_error():
+    model = ks.load(CORPUS / "fashion.json")
+    with pytest.raises(errors.WeightsMismatchError) as info:
+        ks.load_weights(model, CORPUS / "residual_cnn.ckpt" / "residual_cnn")
+    assert "residual_cnn" in str(info.value) and "layers with weights" in str(info.value)
+
+
+def test_damaged_tf_checkpoint_index_and_data(tmp_path):
+    import shutil
+
+    shutil.copytree(CORPUS / "pima.ckpt", tmp_path / "ckpt")
+    index = tmp_path / "ckpt" / "pima.index"
+    data = tmp_path / "ckpt" / "pima.data-00000-of-00001"
+    model = ks.load(CORPUS / "pima.json")
+    data.write_bytes(data.read_bytes()[:100])  # truncated data: named, nothing read past its end
+    with pytest.raises(errors.CorruptFileError, match="past its end"):
+        ks.load_weights(model, tmp_path / "ckpt" / "pima")
+    index.write_bytes(index.read_bytes()[:-20])  # no footer
+    with pytest.raises(errors.CorruptFileError, match="checkpoint index"):
+        ks.load_weights(model, tmp_path / "ckpt" / "pima")
+
+
+def test_every_tf_artifact_loads_and_inspects_without_importing_tensorflow():
+    """A user who moved to JAX: checkpoints, SavedModels, .h5 and JSON open, and TensorFlow is never imported."""
+    code = f"""
+import sys, warnings
+warnings.simplefilter("ignore")
+import numpy as np, kerasafe as ks
+D = {str(CORPUS)!r}
+for name in {MODELS!r}:
+    ref = np.load(f"{{D}}/{{name}}.npz")
+    for model in (ks.load(f"{{D}}/{{name}}.savedmodel"), ks.load(f"{{D}}/{{name}}.json", weights=f"{{D}}/{{name}}.ckpt/{{name}}"),
+                  ks.load(f"{{D}}/{{name}}.h5")):
+        assert np.abs(np.asarray(model.predict(ref["x"], verbose=0)) - ref["y"]).max() <= 1e-5
+    ks.inspect(f"{{D}}/{{name}}.tfckpt")
+assert "tensorflow" not in sys.modules, "TensorFlow was imported"
+print("ok")
+"""
+    from conftest import run_python
+
+    assert run_python(code, backend="jax").stdout.strip().endswith("ok")
+
+
+def test_inspect_a_tf_checkpoint_and_a_tf_keras_savedmodel():
+    proc = run_cli("inspect", CORPUS / "residual_cnn.ckpt" / "residual_cnn", "--json")
+    info = json.loads(proc.stdout)
+    assert proc.returncode == 0 and info["format"] == "tf-checkpoint"
+    model = ks.load(CORPUS / "residual_cnn.json", weights=CORPUS / "residual_cnn.ckpt" / "residual_cnn")
+    assert info["total_params"] == model.count_params() and len(info["layers"]) == 5
+    saved = ks.inspect(CORPUS / "pima.savedmodel")
+    assert saved["has_architecture"] and saved["total_params"] == 12 * 8 + 12 + 8 * 12 + 8 + 8 + 1

@@ -102,8 +102,7 @@ def load(path, *, weights=None, compile=True, safe_mode=True, custom_objects=Non
         >>> ks.load(os.path.join(d, "arch.json"), weights=os.path.join(d, "w.h5")).count_params()
         8
     """
-    p = storage.existing_path(path, "a saved model")
-    fmt = formats.detect(p)
+    p, fmt = formats.locate(path, "a saved model")
     model, manifest = fmt.read(p, compile=compile, safe_mode=safe_mode, custom_objects=custom_objects)
     if weights is not None:
         weights_manifest = _load_weights_into(model, weights, by_name=False, skip_mismatch=False)
@@ -114,8 +113,7 @@ def load(path, *, weights=None, compile=True, safe_mode=True, custom_objects=Non
 
 
 def _load_weights_into(model, path, *, by_name: bool, skip_mismatch: bool) -> dict | None:
-    p = storage.existing_path(path, "a weights file")
-    fmt = formats.detect(p)
+    p, fmt = formats.locate(path, "a weights file")
     if fmt.holds == ARCHITECTURE:
         raise errors.UnsupportedOperationError(
             p, "a file that holds weights", f"an {fmt.description} (no weights)", "pass the weights file (.h5, .weights.h5, .keras, .safetensors)"

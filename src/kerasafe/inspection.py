@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pathlib
 
-from . import formats, storage
+from . import formats
 
 # inspect() checks hashes itself for files up to this size; larger ones are left to
 # verify(), so that inspect stays a header read even for gigabytes.
@@ -20,6 +20,8 @@ AUTO_VERIFY_BYTES = 256 << 20
 
 
 def _size(path: pathlib.Path) -> int:
+    if not path.exists():  # a TensorFlow checkpoint prefix: its .index and .data files
+        return sum(p.stat().st_size for p in path.parent.glob(path.name + ".*") if p.is_file())
     if path.is_dir():
         return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
     return path.stat().st_size
@@ -36,8 +38,8 @@ def verify(path) -> dict:
         >>> ks.verify(p)["ok"]
         True
     """
-    p = storage.existing_path(path, "a model file")
-    members = formats.detect(p).verify(p)
+    p, fmt = formats.locate(path, "a model file")
+    members = fmt.verify(p)
     ok = None if not members else all(v == "ok" for v in members.values())
     return {"path": str(p), "ok": ok, "members": members}
 
@@ -55,8 +57,7 @@ def inspect(path, *, verify_hashes: bool | None = None) -> dict:
         >>> info["format"], info["labels"], [l["class"] for l in info["layers"]]
         ('safetensors', ['a', 'b'], ['Dense'])
     """
-    p = storage.existing_path(path, "a model file")
-    fmt = formats.detect(p)
+    p, fmt = formats.locate(path, "a model file")
     result = fmt.inspect(p)
     result["file_bytes"] = _size(p)
     check = result["file_bytes"] <= AUTO_VERIFY_BYTES if verify_hashes is None else verify_hashes

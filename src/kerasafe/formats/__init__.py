@@ -23,6 +23,7 @@ from .hdf5_weights import Keras3WeightsFormat, LegacyWeightsFormat
 from .keras_zip import KerasZipFormat
 from .safetensors_format import SafetensorsFormat
 from .savedmodel import SavedModelFormat
+from .tf_checkpoint import TFCheckpointFormat, resolve_prefix
 
 KERAS = KerasZipFormat()
 H5 = HDF5ModelFormat()
@@ -32,13 +33,14 @@ SAFETENSORS = SafetensorsFormat()
 JSON = JsonFormat()
 YAML = YamlFormat()
 SAVEDMODEL = SavedModelFormat()
+TF_CHECKPOINT = TFCheckpointFormat()
 
 # Order matters for detection: the cheapest and most specific checks first.
-FORMATS: tuple[Format, ...] = (KERAS, H5, LEGACY_WEIGHTS_H5, WEIGHTS_H5, SAFETENSORS, JSON, YAML, SAVEDMODEL)
+FORMATS: tuple[Format, ...] = (KERAS, H5, LEGACY_WEIGHTS_H5, WEIGHTS_H5, SAFETENSORS, JSON, YAML, SAVEDMODEL, TF_CHECKPOINT)
 BY_NAME = {f.name: f for f in FORMATS}
 _HEAD = 4096
 
-__all__ = ["ARCHITECTURE", "BY_NAME", "FORMATS", "MODEL", "WEIGHTS", "Format", "detect", "for_save", "for_save_weights"]
+__all__ = ["ARCHITECTURE", "BY_NAME", "FORMATS", "MODEL", "WEIGHTS", "Format", "detect", "for_save", "for_save_weights", "locate"]
 
 
 def _describe(head: bytes) -> str:
@@ -46,6 +48,17 @@ def _describe(head: bytes) -> str:
         return "an empty file"
     printable = head[:24]
     return f"content starting with {printable!r}"
+
+
+def locate(path, expected: str) -> tuple[pathlib.Path, Format]:
+    """The path to read and its format; a TensorFlow checkpoint is named by its prefix, which is no file."""
+    from .. import storage
+
+    prefix = resolve_prefix(path)
+    if prefix is not None:
+        return prefix, TF_CHECKPOINT
+    p = storage.existing_path(path, expected)
+    return p, detect(p)
 
 
 def detect(path: pathlib.Path) -> Format:

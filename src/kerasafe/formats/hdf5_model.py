@@ -36,6 +36,19 @@ def load_legacy_weights(model, group, path, *, by_name: bool, skip_mismatch: boo
         ) from None
 
 
+def compile_from_training_config(model, training: dict, path, custom_objects) -> bool:
+    """Compile ``model`` from a Keras 2 style ``training_config``; False (with a warning) when it cannot be."""
+    utils = _keras.legacy_saving_utils()
+    if isinstance(training.get("optimizer_config"), dict):
+        training = dict(training, optimizer_config=translation.upgrade_optimizer_config(training["optimizer_config"]))
+    try:
+        model.compile(**utils.compile_args_from_training_config(training, custom_objects))
+    except (ValueError, TypeError, KeyError) as exc:
+        warnings.warn(f"{path}: the training configuration cannot be restored ({_first_line(exc)}); the model is not compiled", stacklevel=4)
+        return False
+    return True
+
+
 def restore_optimizer(model, f, path, custom_objects, manifest: dict | None) -> None:
     """Compile ``model`` as it was saved and restore every optimizer slot.
 
@@ -51,10 +64,8 @@ def restore_optimizer(model, f, path, custom_objects, manifest: dict | None) -> 
             training = _hdf5.attr_json(f, "training_config", path)
             if training is None:
                 return
-            utils = _keras.legacy_saving_utils()
-            if isinstance(training.get("optimizer_config"), dict):
-                training = dict(training, optimizer_config=translation.upgrade_optimizer_config(training["optimizer_config"]))
-            model.compile(**utils.compile_args_from_training_config(training, custom_objects))
+            if not compile_from_training_config(model, training, path, custom_objects):
+                return
     except (ValueError, TypeError, KeyError) as exc:
         warnings.warn(f"{path}: the training configuration cannot be restored ({_first_line(exc)}); the model is not compiled", stacklevel=4)
         return

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 
 from .. import errors
+from . import tf_checkpoint
 from .base import MODEL, Format, summary
 from .keras_zip import KerasZipFormat
 
@@ -59,9 +60,28 @@ class SavedModelFormat(Format):
         return inner
 
     def read(self, path, *, compile, safe_mode, custom_objects):
+        if not embedded_model(path).is_file() and (path / "keras_metadata.pb").is_file():
+            return self._read_tf_keras(path, compile=compile, safe_mode=safe_mode, custom_objects=custom_objects)
         return KerasZipFormat().read(self._embedded(path), compile=compile, safe_mode=safe_mode, custom_objects=custom_objects)
 
+    def _read_tf_keras(self, path, *, compile, safe_mode, custom_objects):
+        """A tf.keras 2 SavedModel: the model rebuilt from keras_metadata.pb, weights from variables/ (no TensorFlow)."""
+        import warnings
+
+        from .architecture import legacy_model_from_config
+        from .hdf5_model import compile_from_training_config
+
+        stored = tf_checkpoint.keras_metadata_model(path / "keras_metadata.pb")
+        model = legacy_model_from_config(stored["model_config"], path, custom_objects=custom_objects, safe_mode=safe_mode)
+        tf_checkpoint.TFCheckpointFormat().read_weights(model, path / "variables" / "variables", by_name=False, skip_mismatch=False)
+        if compile and stored["training_config"]:
+            compile_from_training_config(model, stored["training_config"], path, custom_objects)
+            warnings.warn(f"{path}: compiled as saved; the optimizer's slots start fresh (tf.keras 2 SavedModel)", stacklevel=4)
+        return model, None
+
     def read_weights(self, model, path, *, by_name, skip_mismatch):
+        if not embedded_model(path).is_file() and (path / "variables" / "variables.index").is_file():
+            return tf_checkpoint.TFCheckpointFormat().read_weights(model, path / "variables" / "variables", by_name=by_name, skip_mismatch=skip_mismatch)
         return KerasZipFormat().read_weights(model, self._embedded(path), by_name=by_name, skip_mismatch=skip_mismatch)
 
     def inspect(self, path):
@@ -71,6 +91,9 @@ class SavedModelFormat(Format):
             result.update(path=str(path), format=self.name, format_description=self.description)
         else:
             result = summary(path, self, has_architecture=(path / "keras_metadata.pb").exists())
+            if (path / "variables" / "variables.index").is_file():
+                weights = tf_checkpoint.TFCheckpointFormat().inspect(path / "variables" / "variables")
+                result.update({k: weights[k] for k in ("layers", "total_params", "weights_bytes", "dtypes")})
         result["serving"] = {"saved_model": True, "variables": (path / "variables").is_dir()}
         return result
 
