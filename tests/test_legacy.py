@@ -301,3 +301,51 @@ def test_inspect_a_tf_checkpoint_and_a_tf_keras_savedmodel():
     assert info["total_params"] == model.count_params() and len(info["layers"]) == 5
     saved = ks.inspect(CORPUS / "pima.savedmodel")
     assert saved["has_architecture"] and saved["total_params"] == 12 * 8 + 12 + 8 * 12 + 8 + 8 + 1
+
+
+# --- kerasafe convert / upgrade ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("src", "weights"), [
+    ("pima.h5", None), ("pima.savedmodel", None), ("pima.json", "pima.ckpt/pima"), ("pima.json", "pima-weights.h5"),
+])
+def test_convert_each_legacy_kind_to_keras(tmp_path, src, weights):
+    args = ["convert", CORPUS / src, tmp_path / "new.keras"] + (["--weights", CORPUS / weights] if weights else [])
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    ours, theirs = _predict(ks.load(tmp_path / "new.keras"), "pima")
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
+
+
+def test_upgrade_a_folder_converts_reports_and_never_overwrites(tmp_path):
+    import shutil
+
+    root = tmp_path / "old"
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(CORPUS / "pima.json", root / "pima.json")
+    shutil.copy(CORPUS / "pima.weights.h5", root / "pima.weights.h5")
+    shutil.copytree(CORPUS / "fashion.savedmodel", root / "sub" / "fashion.savedmodel")
+    shutil.copy(CORPUS / "residual_cnn.h5", root / "sub" / "cnn.h5")
+    shutil.copy(FOUND / "carnd_model.h5", root / "carnd_model.h5")
+    shutil.copy(CORPUS / "fashion-weights.h5", root / "lonely-weights.h5")
+
+    def run(*extra):
+        proc = run_cli("upgrade", root, "--json", *extra)
+        return proc, {pathlib.Path(r["source"]).name: r for r in json.loads(proc.stdout)}
+
+    proc, first = run()
+    assert proc.returncode == 1  # carnd_model.h5 failed (unsafe), and says so
+    assert {k: v["result"] for k, v in first.items()} == {
+        "fashion.savedmodel": "converted", "cnn.h5": "converted", "pima.json": "converted",
+        "carnd_model.h5": "failed", "lonely-weights.h5": "skipped"}
+    assert "Lambda layer 'lambda_1'" in first["carnd_model.h5"]["detail"]
+    assert any("slots start fresh" in w for w in first["fashion.savedmodel"]["warnings"])
+    for target, name in ((root / "pima.keras", "pima"), (root / "sub" / "fashion.keras", "fashion"), (root / "sub" / "cnn.keras", "residual_cnn")):
+        ours, theirs = _predict(ks.load(target), name)
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-5)
+    before = (root / "pima.keras").read_bytes()
+    _, second = run()
+    assert second["pima.json"]["result"] == "exists" and (root / "pima.keras").read_bytes() == before
+    _, forced = run("--force")
+    assert forced["pima.json"]["result"] == "converted"
+    table = run_cli("upgrade", root)
+    assert "file" in table.stdout and "format found" in table.stdout and "carnd_model.h5" in table.stdout

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
-import pathlib
 import sys
 import warnings
 
@@ -141,13 +141,34 @@ def cmd_verify(args) -> int:
 
 def cmd_convert(args) -> int:
     from .api import convert
-    from .formats import detect
+    from .formats import detect, locate
 
     with _busy(f"converting {args.src} -> {args.dst}", args.quiet):
         dst = convert(args.src, args.dst, weights=args.weights)
     if not args.quiet:
-        out.print(f"{args.src} [{detect(pathlib.Path(args.src)).name}] -> {dst} [{detect(dst).name}]")
+        out.print(f"{args.src} [{locate(args.src, 'a model')[1].name}] -> {dst} [{detect(dst).name}]")
     return 0
+
+
+def cmd_upgrade(args) -> int:
+    from .upgrade import upgrade
+
+    with _busy(f"upgrading models under {args.folder}", args.json):
+        results = upgrade(args.folder, force=args.force)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(r) for r in results]))
+    else:
+        table = Table(title=f"upgrade {args.folder}")
+        for col in ("file", "format found", "result", "warnings"):
+            table.add_column(col)
+        colors = {"converted": "green", "exists": "yellow", "skipped": "dim", "failed": "red"}
+        for r in results:
+            result = f"[{colors[r.result]}]{r.result}[/{colors[r.result]}]" + (f" -> {r.target}" if r.result == "converted" else "")
+            if r.detail:
+                result += f": {r.detail}"
+            table.add_row(r.source, r.format, result, "\n".join(r.warnings) or "-")
+        out.print(table)
+    return 1 if any(r.result == "failed" for r in results) else 0
 
 
 def cmd_train(args) -> int:
@@ -259,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weights file to join with an architecture-only SRC")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("upgrade", help="convert every old model under a folder to .keras beside it")
+    p.add_argument("folder")
+    p.add_argument("--force", action="store_true", help="replace .keras files that already exist")
+    p.add_argument("--json", action="store_true", help="one JSON list of outcomes instead of the table")
+    p.set_defaults(func=cmd_upgrade)
 
     p = sub.add_parser("train", help="train a classifier; the model file carries its labels and preprocessing")
     p.add_argument("dataset", help="'digits', a CSV file, or an image folder (training/validation/testing or class folders)")
