@@ -272,9 +272,26 @@ def test_damaged_tf_checkpoint_index_and_data(tmp_path):
         ks.load_weights(model, tmp_path / "ckpt" / "pima")
 
 
-def test_every_tf_artifact_loads_and_inspects_without_importing_tensorflow():
+# Run first in the child: TensorFlow (and tf_keras) cannot be imported, as on a machine
+# without them. find_spec still answers, the import itself fails, as a broken install would.
+HIDE_TENSORFLOW = """
+import importlib.abc, importlib.machinery, sys
+class _Hidden(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "tf_keras"):
+            return importlib.machinery.ModuleSpec(name, self)
+    def create_module(self, spec):
+        raise ModuleNotFoundError(f"No module named {spec.name!r} (hidden by the test)", name=spec.name)
+    def exec_module(self, module):
+        pass
+sys.meta_path.insert(0, _Hidden())
+"""
+
+
+@pytest.mark.parametrize("tensorflow", ["installed", "hidden"])
+def test_every_tf_artifact_loads_and_inspects_without_tensorflow(tensorflow):
     """A user who moved to JAX: checkpoints, SavedModels, .h5 and JSON open, and TensorFlow is never imported."""
-    code = f"""
+    code = (HIDE_TENSORFLOW if tensorflow == "hidden" else "") + f"""
 import sys, warnings
 warnings.simplefilter("ignore")
 import numpy as np, kerasafe as ks
@@ -349,3 +366,34 @@ def test_upgrade_a_folder_converts_reports_and_never_overwrites(tmp_path):
     assert forced["pima.json"]["result"] == "converted"
     table = run_cli("upgrade", root)
     assert "file" in table.stdout and "format found" in table.stdout and "carnd_model.h5" in table.stdout
+
+
+def test_a_savedmodel_without_keras_inside_runs_for_inference(tmp_path):
+    """Keras 3 model.export (no Keras model inside): a callable model when TensorFlow is installed."""
+    pytest.importorskip("tensorflow")
+    from conftest import run_python
+
+    code = f"""
+import warnings; warnings.simplefilter("ignore")
+import numpy as np, keras, kerasafe as ks
+m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, activation="softmax")])
+m.export({str(tmp_path / "exported")!r}, format="tf_saved_model", verbose=False)
+x = np.random.default_rng(0).normal(size=(300, 4)).astype("float32")
+np.save({str(tmp_path / "x.npy")!r}, x); np.save({str(tmp_path / "y.npy")!r}, m.predict(x, verbose=0))
+"""
+    run_python(code, backend="tensorflow")
+    served = ks.load(tmp_path / "exported")
+    x, y = np.load(tmp_path / "x.npy"), np.load(tmp_path / "y.npy")
+    np.testing.assert_allclose(served.predict(x), y, rtol=0, atol=1e-5)
+    hidden = HIDE_TENSORFLOW + f"""
+import kerasafe as ks
+from kerasafe import errors
+try:
+    ks.load({str(tmp_path / "exported")!r})
+except errors.MissingDependencyError as exc:
+    print(exc)
+"""
+    from conftest import run_python as run
+
+    out = run(hidden, backend="jax").stdout
+    assert "pip install 'kerasafe[tensorflow]'" in out and "exported" in out

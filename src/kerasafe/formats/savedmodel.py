@@ -60,8 +60,10 @@ class SavedModelFormat(Format):
         return inner
 
     def read(self, path, *, compile, safe_mode, custom_objects):
-        if not embedded_model(path).is_file() and (path / "keras_metadata.pb").is_file():
-            return self._read_tf_keras(path, compile=compile, safe_mode=safe_mode, custom_objects=custom_objects)
+        if not embedded_model(path).is_file():
+            if (path / "keras_metadata.pb").is_file():
+                return self._read_tf_keras(path, compile=compile, safe_mode=safe_mode, custom_objects=custom_objects)
+            return ServingModel.load(path), None
         return KerasZipFormat().read(self._embedded(path), compile=compile, safe_mode=safe_mode, custom_objects=custom_objects)
 
     def _read_tf_keras(self, path, *, compile, safe_mode, custom_objects):
@@ -100,3 +102,57 @@ class SavedModelFormat(Format):
     def verify(self, path):
         inner = embedded_model(path)
         return KerasZipFormat().verify(inner) if inner.is_file() else {}
+
+
+class ServingModel:
+    """A SavedModel with no Keras model in it (Keras 3 ``model.export``, plain TensorFlow), for inference.
+
+    Calls the ``serving_default`` signature through TensorFlow, NumPy in and out, with
+    ``predict`` as a Keras model has it. There is no architecture to train or convert.
+    """
+
+    def __init__(self, path, function, input_names, output_names):
+        self.path, self._function = path, function
+        self.input_names, self.output_names = input_names, output_names
+
+    @classmethod
+    def load(cls, path) -> ServingModel:
+        try:
+            import tensorflow as tf
+        except ImportError:
+            raise errors.MissingDependencyError(
+                path, "TensorFlow to run a SavedModel that carries no Keras model", "no tensorflow installed",
+                "pip install 'kerasafe[tensorflow]'",
+            ) from None
+        loaded = tf.saved_model.load(str(path))
+        signature = loaded.signatures.get("serving_default")
+        if signature is None:
+            raise errors.UnsupportedOperationError(
+                path, "a SavedModel with a 'serving_default' signature", f"signatures {sorted(loaded.signatures)}",
+                "call it with TensorFlow (tf.saved_model.load) and the signature you need",
+            )
+        inputs = sorted(signature.structured_input_signature[1])
+        outputs = sorted(signature.structured_outputs)
+        model = cls(path, signature, inputs, outputs)
+        model._keep = loaded  # the signature needs its SavedModel object alive
+        return model
+
+    def __call__(self, *inputs):
+        import numpy as np
+        import tensorflow as tf
+
+        if len(inputs) != len(self.input_names):
+            raise errors.KerasafeError(self.path, f"{len(self.input_names)} input(s) {self.input_names}", f"{len(inputs)}", "pass one array per input")
+        spec = self._function.structured_input_signature[1]
+        feed = {name: tf.convert_to_tensor(np.asarray(x), dtype=spec[name].dtype) for name, x in zip(self.input_names, inputs)}
+        result = {k: v.numpy() for k, v in self._function(**feed).items()}
+        return result[self.output_names[0]] if len(self.output_names) == 1 else [result[k] for k in self.output_names]
+
+    def predict(self, x, batch_size=256, verbose=0):
+        """Outputs for ``x`` in batches, as ``keras.Model.predict`` returns them."""
+        import numpy as np
+
+        parts = [self(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+        if parts and isinstance(parts[0], list):
+            return [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
+        return np.concatenate(parts) if parts else np.empty((0,))
