@@ -10,6 +10,7 @@ MODULES = [
     "kerasafe", "kerasafe.errors", "kerasafe.storage", "kerasafe.manifest", "kerasafe.formats",
     "kerasafe.translation", "kerasafe.api", "kerasafe.inspection", "kerasafe.demo",
     "kerasafe.checkpoint.store", "kerasafe.checkpoint.policy", "kerasafe.checkpoint.callback", "kerasafe.checkpoint.resume",
+    "kerasafe.checkpoint.writer", "kerasafe.formats.keras_zip", "kerasafe.formats.tf_checkpoint", "kerasafe.upgrade",
 ]
 
 

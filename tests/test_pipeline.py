@@ -230,3 +230,16 @@ def test_train_resume_continues_a_run_and_ends_as_a_straight_one(tmp_path):
     for x, y in zip(a.weights + a.optimizer.variables, b.weights + b.optimizer.variables):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     assert train(tmp_path / "fresh", 1, "--resume").returncode == 0  # nothing to resume: starts a new run
+
+
+def test_the_main_job_runs_and_runs_again(tmp_path):
+    """README's first command: `kerasafe demo` trains, predicts 16 files with a montage, round-trips every format.
+
+    Run twice into the same folder: the second run continues its own finished run instead of refusing.
+    """
+    for _ in range(2):
+        proc = run_cli("demo", "--out", tmp_path / "demo", timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    with Image.open(tmp_path / "demo" / "montage.png") as im:
+        assert im.size == (512, 512)
+    assert len(list((tmp_path / "demo").rglob("*.png"))) >= 17 and (tmp_path / "demo" / "run" / "model.keras").is_file()

@@ -81,7 +81,8 @@ def run(out_dir, *, quiet: bool = False, epochs: int = 8) -> int:
     out = pathlib.Path(out_dir)
     started = time.perf_counter()
     console.print(f"training on scikit-learn's digits for {epochs} epochs -> {out / 'run'}")
-    result = train("digits", out / "run", epochs=epochs, batch_size=32, lr=3e-3, quiet=quiet)
+    # resume=True: running the demo again continues (or, when done, reuses) its own run.
+    result = train("digits", out / "run", epochs=epochs, batch_size=32, lr=3e-3, quiet=quiet, resume=True)
     console.print(f"test accuracy {result.test_accuracy:.3f} (report: {out / 'run' / 'report.txt'})")
 
     images = _write_digits(out / "new-digits", result.dataset)
