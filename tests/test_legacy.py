@@ -397,3 +397,40 @@ except errors.MissingDependencyError as exc:
 
     out = run(hidden, backend="jax").stdout
     assert "pip install 'kerasafe[tensorflow]'" in out and "exported" in out
+
+
+def _keras1_chemts_forward(h5_path, tokens):
+    """ChemTS's network as Keras 1.1.1 computed it, in NumPy from the file's arrays (an independent reference)."""
+    def sigmoid(v):
+        return 1 / (1 + np.exp(-v))
+
+    def hard_sigmoid(v):  # Keras 1's: clip(0.2 x + 0.5, 0, 1)
+        return np.clip(0.2 * v + 0.5, 0, 1)
+
+    with h5py.File(h5_path) as f:
+        def w(layer, name):
+            return f[layer][f"{layer if layer != 'timedistributed_1' else 'dense_1'}_{name}:0"][()].astype("float64")
+
+        x = w("embedding_1", "W")[tokens]
+        for gru in ("gru_1", "gru_2"):
+            h = np.zeros((x.shape[0], w(gru, "U_z").shape[0]))
+            steps = []
+            for t in range(x.shape[1]):
+                xt = x[:, t]
+                z = hard_sigmoid(xt @ w(gru, "W_z") + w(gru, "b_z") + h @ w(gru, "U_z"))
+                r = hard_sigmoid(xt @ w(gru, "W_r") + w(gru, "b_r") + h @ w(gru, "U_r"))
+                hh = sigmoid(xt @ w(gru, "W_h") + w(gru, "b_h") + (r * h) @ w(gru, "U_h"))
+                h = z * h + (1 - z) * hh
+                steps.append(h)
+            x = np.stack(steps, axis=1)
+        logits = x @ w("timedistributed_1", "W") + w("timedistributed_1", "b")
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_a_real_keras_1_gru_model_predicts_as_keras_1_did():
+    """ChemTS (Keras 1.1.1): per-gate GRU weights joined for Keras 3, reset gate before the product, old hard_sigmoid."""
+    model = ks.load(FOUND / "chemts_model.json", weights=FOUND / "chemts_model.h5")
+    tokens = np.random.default_rng(0).integers(0, 64, size=(3, 82)).astype("int32")
+    ours = np.asarray(model.predict(tokens, verbose=0), "float64")
+    np.testing.assert_allclose(ours, _keras1_chemts_forward(FOUND / "chemts_model.h5", tokens), rtol=0, atol=1e-5)

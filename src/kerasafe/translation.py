@@ -330,6 +330,8 @@ def upgrade_layer_config(class_name: str, config: dict, *, keras1: bool) -> tupl
             config["kernel_size"] = [config.pop("nb_row"), config.pop("nb_col")]
         if class_name == "Merge":
             raise _problem(name, "Keras 1's Merge layer (use Add/Concatenate/... layers)")
+    if class_name == "GRU" and "reset_after" not in config:
+        config["reset_after"] = False  # Keras 1/2.0 GRUs applied the reset gate before the matrix product
     for key in ACTIVATION_ARGUMENTS:
         if isinstance(config.get(key), str) and config[key] in LEGACY_ACTIVATIONS:
             config[key] = dict(LEGACY_ACTIVATIONS[config[key]])
@@ -441,3 +443,33 @@ def upgrade_optimizer_config(config: dict) -> dict:
                                   "config": {"initial_learning_rate": inner.get("learning_rate", 0.01), "decay_steps": 1,
                                              "decay_rate": decay, "staircase": False}}
     return {"module": "keras.optimizers", "class_name": class_name, "config": inner, "registered_name": None}
+
+
+# Keras 1 kept a recurrent layer's weights per gate ("gru_1_W_z:0", "gru_1_U_z:0", "gru_1_b_z:0", ...);
+# Keras 2+ concatenate them along the last axis, gates in this order.
+KERAS1_GATES = {"GRU": ("z", "r", "h"), "LSTM": ("i", "f", "c", "o")}
+
+
+def keras1_weights(class_name: str, names: list[str], values: list) -> list:
+    """A Keras 1 layer's weight arrays in the order and layout Keras 3's layer of that class holds them.
+
+    Example:
+        >>> import numpy as np
+        >>> names = [f"gru_1_{k}_{g}:0" for g in "zrh" for k in "WUb"]
+        >>> out = keras1_weights("GRU", names, [np.zeros((4, 2)), np.zeros((2, 2)), np.zeros(2)] * 3)
+        >>> [a.shape for a in out]
+        [(4, 6), (2, 6), (6,)]
+    """
+    gates = KERAS1_GATES.get(class_name)
+    if gates is None:
+        return list(values)
+    import numpy as np
+
+    by_name = {}
+    for name, value in zip(names, values):
+        parts = name.split(":")[0].split("_")
+        by_name[(parts[-2], parts[-1])] = value
+    try:
+        return [np.concatenate([by_name[(kind, gate)] for gate in gates], axis=-1) for kind in ("W", "U", "b")]
+    except KeyError as exc:
+        raise ValueError(f"Keras 1 {class_name} weights {names[:3]}...: no {exc.args[0]}") from None

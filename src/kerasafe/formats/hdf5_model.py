@@ -22,11 +22,30 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().split("\n")[0][:240]
 
 
+def _load_keras1_weights(model, group, path) -> None:
+    """Keras 1's layout, by order: layer weights rearranged to Keras 3's (translation.keras1_weights)."""
+    def names(obj, attr):
+        return [n.decode() if isinstance(n, bytes) else str(n) for n in obj.attrs.get(attr, [])]
+
+    saved = [n for n in names(group, "layer_names") if names(group[n], "weight_names")]
+    layers = [layer for layer in model.layers if layer.weights]
+    if len(saved) != len(layers):
+        raise ValueError(f"the file has {len(saved)} layers with weights, the model {len(layers)}")
+    for layer, name in zip(layers, saved):
+        weight_names = names(group[name], "weight_names")
+        values = [group[name][w][()] for w in weight_names]
+        inner = getattr(layer, "layer", layer)  # TimeDistributed / Bidirectional hold the real layer
+        layer.set_weights(translation.keras1_weights(type(inner).__name__, weight_names, values))
+
+
 def load_legacy_weights(model, group, path, *, by_name: bool, skip_mismatch: bool) -> None:
-    """Load a Keras 2 style weights group (``layer_names``/``weight_names``) into ``model``."""
+    """Load a Keras 1/2 style weights group (``layer_names``/``weight_names``) into ``model``."""
     legacy = _keras.legacy_h5()
+    version = _hdf5.attr_text(group, "keras_version") or _hdf5.attr_text(group.file, "keras_version") or "1"
     try:
-        if by_name:
+        if version.split(".")[0] == "1" and not by_name:
+            _load_keras1_weights(model, group, path)
+        elif by_name:
             legacy.load_weights_from_hdf5_group_by_name(group, model, skip_mismatch=skip_mismatch)
         else:
             legacy.load_weights_from_hdf5_group(group, model, skip_mismatch=skip_mismatch)
