@@ -473,3 +473,34 @@ def keras1_weights(class_name: str, names: list[str], values: list) -> list:
         return [np.concatenate([by_name[(kind, gate)] for gate in gates], axis=-1) for kind in ("W", "U", "b")]
     except KeyError as exc:
         raise ValueError(f"Keras 1 {class_name} weights {names[:3]}...: no {exc.args[0]}") from None
+
+
+# A TensorFlow checkpoint of a tf.keras 2.11+ optimizer lists its state as "optimizer/_variables/N"
+# in creation order: iterations first, then each optimizer's slots either per variable
+# ("interleaved": m0, v0, m1, v1, ...) or per kind ("grouped": all velocities, then all momentums).
+# The kinds are named as Keras 3 names them; only the kinds the optimizer has are present.
+TF_KERAS_CHECKPOINT_SLOT_ORDER = {
+    "Adam": ("interleaved", ("momentum", "velocity", "velocity_hat")),
+    "AdamW": ("interleaved", ("momentum", "velocity", "velocity_hat")),
+    "Nadam": ("interleaved", ("momentum", "velocity")),
+    "Adamax": ("interleaved", ("m", "norm")),
+    "SGD": ("interleaved", ("momentum",)),
+    "RMSprop": ("grouped", ("velocity", "momentum", "average_gradient")),
+    "Adagrad": ("interleaved", ("accumulator",)),
+}
+
+
+def checkpoint_slot_order(optimizer_class: str, kinds_present: list[str], variables: int) -> list[tuple[int, str]] | None:
+    """For each saved slot after iterations, (trainable variable index, kind); None if the optimizer is unknown.
+
+    Example:
+        >>> checkpoint_slot_order("Adam", ["momentum", "velocity"], 2)
+        [(0, 'momentum'), (0, 'velocity'), (1, 'momentum'), (1, 'velocity')]
+    """
+    if optimizer_class not in TF_KERAS_CHECKPOINT_SLOT_ORDER:
+        return None
+    layout, kinds = TF_KERAS_CHECKPOINT_SLOT_ORDER[optimizer_class]
+    kinds = [k for k in kinds if k in kinds_present]
+    if layout == "interleaved":
+        return [(i, k) for i in range(variables) for k in kinds]
+    return [(i, k) for k in kinds for i in range(variables)]

@@ -247,6 +247,49 @@ def layer_values(entries: dict[str, Entry]) -> dict[int, dict[str, Entry]]:
     return out
 
 
+def restore_optimizer(model, prefix: pathlib.Path) -> str | None:
+    """Put a tf.keras 2 checkpoint's optimizer state into ``model.optimizer``; a warning text when it cannot."""
+    import warnings
+
+    from .. import _keras, translation
+
+    entries = read_index(prefix.with_name(prefix.name + ".index"))
+    root = _strip_root(entries)
+    base = f"{root}optimizer/"
+    iterations = entries.get(f"{base}_iterations{VALUE_SUFFIX}") or entries.get(f"{base}iter{VALUE_SUFFIX}")
+    slots = sorted(((int(m.group(1)), e) for n, e in entries.items()
+                    if (m := re.match(rf"^{re.escape(base)}_variables/(\d+){re.escape(VALUE_SUFFIX)}$", n))), key=lambda p: p[0])
+    if iterations is None:
+        return None  # no optimizer state saved
+    _keras.ensure_optimizer_built(model)
+    optimizer, shards = model.optimizer, _shards(prefix)
+    optimizer.iterations.assign(read_tensor(iterations, shards, prefix).astype(str(optimizer.iterations.dtype)))
+    rate = entries.get(f"{base}_learning_rate{VALUE_SUFFIX}")
+    variable = getattr(optimizer, "_learning_rate", None)
+    if rate is not None and hasattr(variable, "assign"):  # a schedule has no variable to put it in
+        variable.assign(read_tensor(rate, shards, prefix).astype(str(variable.dtype)))
+    slots = [e for index, e in slots if index > 0]  # _variables/0 is iterations again
+    trainable = model.trainable_variables
+    by_name = {v.name: v for v in optimizer.variables}
+    kinds = [k for k in ("momentum", "velocity", "velocity_hat", "m", "norm", "average_gradient", "accumulator")
+             if trainable and f"{trainable[0].path.replace('/', '_')}_{k}" in by_name]
+    order = translation.checkpoint_slot_order(type(optimizer).__name__, kinds, len(trainable))
+    if order is None or len(order) != len(slots):
+        message = (f"{prefix}: the checkpoint's {len(slots)} optimizer slot arrays do not map onto "
+                   f"{type(optimizer).__name__}'s slots; they start fresh (iterations restored)")
+        warnings.warn(message, stacklevel=4)
+        return message
+    for (index, kind), entry in zip(order, slots):
+        target = by_name.get(f"{trainable[index].path.replace('/', '_')}_{kind}")
+        if target is None or tuple(target.shape) != entry.shape:
+            message = f"{prefix}: optimizer slot {kind} of {trainable[index].path} does not fit; the slots start fresh"
+            warnings.warn(message, stacklevel=4)
+            return message
+    for (index, kind), entry in zip(order, slots):
+        by_name[f"{trainable[index].path.replace('/', '_')}_{kind}"].assign(read_tensor(entry, shards, prefix))
+    return None
+
+
 class TFCheckpointFormat(Format):
     name = "tf-checkpoint"
     description = "TensorFlow checkpoint (.index + .data)"
@@ -277,6 +320,8 @@ class TFCheckpointFormat(Format):
                         f"{[f'{a} {e.shape}' for a, e in saved.items()][:4]} for layer_with_weights-{index}",
                         "load it into the model it was saved from, or pass skip_mismatch=True")
                 variable.assign(read_tensor(match[0], shards, prefix))
+        if getattr(model, "optimizer", None) is not None and model.compiled:
+            restore_optimizer(model, prefix)
         return None
 
     def inspect(self, path):
