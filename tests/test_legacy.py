@@ -22,7 +22,7 @@ from kerasafe import errors, translation
 
 CORPUS = TESTS / "fixtures" / "legacy" / "tf_keras_2"
 FOUND = TESTS / "fixtures" / "legacy" / "found"  # copies of files from ../shared (see its README)
-MODELS = ["pima", "fashion", "residual_cnn"]
+MODELS = ["pima", "fashion", "residual_cnn", "tf_ops"]
 
 
 def _predict(model, name):
@@ -451,3 +451,27 @@ def test_a_real_keras_1_gru_model_predicts_as_keras_1_did():
     tokens = np.random.default_rng(0).integers(0, 64, size=(3, 82)).astype("int32")
     ours = np.asarray(model.predict(tokens, verbose=0), "float64")
     np.testing.assert_allclose(ours, _keras1_chemts_forward(FOUND / "chemts_model.h5", tokens), rtol=0, atol=1e-5)
+
+
+def test_tf_ops_survive_conversion_to_keras(tmp_path):
+    """TFOpLambda / SlicingOpLambda layers become kerasafe's TFOp layers; the .keras file reloads with them."""
+    ks.convert(CORPUS / "tf_ops.h5", tmp_path / "tf_ops.keras")
+    from conftest import run_python
+
+    code = f"""
+import numpy as np, kerasafe as ks
+ref = np.load({str(CORPUS / "tf_ops.npz")!r})
+m = ks.load({str(tmp_path / "tf_ops.keras")!r})
+print(float(np.abs(np.asarray(m.predict(ref["x"], verbose=0)) - ref["y"]).max()))
+"""
+    assert float(run_python(code, backend="jax").stdout.strip().splitlines()[-1]) <= 1e-5
+
+
+def test_a_tf_op_without_a_keras3_equivalent_is_named(tmp_path):
+    config = json.loads((CORPUS / "tf_ops.json").read_text())
+    for layer in config["config"]["layers"]:
+        if layer["class_name"] == "TFOpLambda" and layer["config"]["function"] == "nn.relu":
+            layer["config"]["function"] = "signal.fft"
+    (tmp_path / "m.json").write_text(json.dumps(config))
+    with pytest.raises(errors.UnsupportedOperationError, match="TensorFlow function 'signal.fft'"):
+        ks.load(tmp_path / "m.json")

@@ -53,6 +53,10 @@ def keras():
 def _register_legacy_functions(k) -> None:
     """Functions old Keras had under names Keras 3 gave another meaning (translation.LEGACY_ACTIVATIONS)."""
 
+    from . import tf_ops
+
+    tf_ops.register(k)
+
     @k.saving.register_keras_serializable(package="kerasafe", name="keras2_hard_sigmoid")
     def keras2_hard_sigmoid(x):
         """hard_sigmoid as Keras 1, Keras 2 and tf.keras 2 computed it: clip(0.2 x + 0.5, 0, 1)."""
@@ -106,9 +110,16 @@ def model_from_config(config: dict, *, custom_objects=None, compile=True, safe_m
 
 
 def legacy_model_from_config(config: dict, *, custom_objects=None, safe_mode=True):
-    """Keras 3's reader for Keras 2 style model configs, under the caller's safe mode."""
+    """Keras 3's reader for Keras 2 style model configs, under the caller's safe mode.
+
+    tf.keras 2's TensorFlow-op layers are built as kerasafe's stand-in (kerasafe.tf_ops).
+    """
+    from .tf_ops import tf_op_layer_class
+
+    stand_in = tf_op_layer_class()
+    objects = {"TFOpLambda": stand_in, "SlicingOpLambda": stand_in, **(custom_objects or {})}
     with serialization_lib().SafeModeScope(safe_mode):
-        return legacy_saving_utils().model_from_config(config, custom_objects=custom_objects)
+        return legacy_saving_utils().model_from_config(config, custom_objects=objects)
 
 
 class tensorflow_left_alone:

@@ -330,6 +330,11 @@ def upgrade_layer_config(class_name: str, config: dict, *, keras1: bool) -> tupl
             config["kernel_size"] = [config.pop("nb_row"), config.pop("nb_col")]
         if class_name == "Merge":
             raise _problem(name, "Keras 1's Merge layer (use Add/Concatenate/... layers)")
+    if class_name in ("TFOpLambda", "SlicingOpLambda"):
+        from .tf_ops import OPS  # names only: the ops themselves are built when the layer is
+
+        if config.get("function") not in OPS:
+            raise _problem(name, f"TensorFlow function '{config.get('function')}' (a {class_name} layer)")
     if class_name == "GRU" and "reset_after" not in config:
         config["reset_after"] = False  # Keras 1/2.0 GRUs applied the reset gate before the matrix product
     for key in ACTIVATION_ARGUMENTS:
@@ -345,6 +350,31 @@ def upgrade_layer_config(class_name: str, config: dict, *, keras1: bool) -> tupl
         # Keras 3 deserializes a wrapped layer itself, by module: say where the class lives.
         config["layer"] = {"module": "keras.layers", "class_name": inner_class, "config": inner_config, "registered_name": None}
     return class_name, config
+
+
+def _is_tensor_reference(value) -> bool:
+    return isinstance(value, list) and len(value) == 3 and isinstance(value[0], str) and all(isinstance(v, int) for v in value[1:])
+
+
+def _tf_op_arguments_into_config(layer: dict) -> dict:
+    """Move a TF-op layer's constant call arguments (``y=255.0``, ``shape=[...]``) from its call record into its config.
+
+    Keras 3 traces call arguments as tensors when it infers shapes, so constants
+    such as a reshape's target shape must be part of the layer, not of the call.
+    """
+    name = (layer.get("config") or {}).get("name", layer.get("name"))
+    found = []
+    for node in layer.get("inbound_nodes") or []:
+        for record in node:
+            if len(record) == 4 and isinstance(record[3], dict):
+                arguments = {k: v for k, v in record[3].items() if k != "name"}
+                if any(_is_tensor_reference(v) for v in arguments.values()):
+                    raise _problem(name, "a TensorFlow op taking a second tensor as a keyword argument")
+                found.append(arguments)
+                record[3] = {}
+    if any(a != found[0] for a in found):
+        raise _problem(name, "one TensorFlow-op layer called with different arguments")
+    return dict(layer, config=dict(layer.get("config") or {}, arguments=found[0] if found else {}))
 
 
 def upgrade_legacy_config(config: dict) -> dict:
@@ -371,6 +401,13 @@ def upgrade_legacy_config(config: dict) -> dict:
     layers = []
     for layer in inner.get("layers", []):
         layer = {k: v for k, v in layer.items() if k not in TF_KERAS_LAYER_WRAPPER_KEYS}
+        if isinstance(layer.get("inbound_nodes"), list):
+            # tf.keras 2 wrote a TFOpLambda's one-input call as the bare record [name, node, tensor,
+            # kwargs] rather than a list of such records; Keras 3 reads only the list.
+            layer["inbound_nodes"] = [[node] if isinstance(node, list) and node and isinstance(node[0], str) else node
+                                      for node in layer["inbound_nodes"]]
+        if layer.get("class_name") in ("TFOpLambda", "SlicingOpLambda"):
+            layer = _tf_op_arguments_into_config(layer)
         class_name, layer_config = upgrade_layer_config(layer["class_name"], layer.get("config") or {}, keras1=keras1)
         layers.append(dict(layer, class_name=class_name, config=layer_config))
     if out["class_name"] == "Sequential" and layers and layers[0]["class_name"] != "InputLayer":

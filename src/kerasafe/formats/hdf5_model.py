@@ -58,6 +58,7 @@ def load_legacy_weights(model, group, path, *, by_name: bool, skip_mismatch: boo
 def compile_from_training_config(model, training: dict, path, custom_objects) -> bool:
     """Compile ``model`` from a Keras 2 style ``training_config``; False (with a warning) when it cannot be."""
     utils = _keras.legacy_saving_utils()
+    training = translation.canonical_training_config(training)  # "mse" -> "mean_squared_error": Keras 3 reads only these
     if isinstance(training.get("optimizer_config"), dict):
         training = dict(training, optimizer_config=translation.upgrade_optimizer_config(training["optimizer_config"]))
     try:
