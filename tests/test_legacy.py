@@ -475,3 +475,27 @@ def test_a_tf_op_without_a_keras3_equivalent_is_named(tmp_path):
     (tmp_path / "m.json").write_text(json.dumps(config))
     with pytest.raises(errors.UnsupportedOperationError, match="TensorFlow function 'signal.fft'"):
         ks.load(tmp_path / "m.json")
+
+
+def test_a_keras_archive_declaring_huge_weights_is_refused(tmp_path):
+    """The zip's HDF5 member says 4 TiB in a few KiB: refused from its headers, before Keras allocates."""
+    import io
+    import zipfile
+
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    ks.save(model, tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as zf:
+        members = {n: zf.read(n) for n in zf.namelist()}
+    buffer = io.BytesIO(members["model.weights.h5"])
+    with h5py.File(buffer, "a") as h5:
+        group = h5["layers/dense/vars"]
+        del group["0"]
+        group.create_dataset("0", shape=(2**20, 2**20), dtype="float32")
+    members["model.weights.h5"] = buffer.getvalue()
+    with zipfile.ZipFile(tmp_path / "huge.keras", "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    with pytest.raises(errors.CorruptFileError, match=r"declaring shape \(1048576, 1048576\)"):
+        ks.load(tmp_path / "huge.keras")

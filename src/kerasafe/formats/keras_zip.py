@@ -69,6 +69,17 @@ def read_manifest(zf: zipfile.ZipFile, path) -> dict | None:
     return manifest_mod.loads(read_member(zf, MANIFEST, path), path)
 
 
+def check_weights_member(zf: zipfile.ZipFile, path) -> None:
+    """The HDF5 member's links and declared dataset sizes, checked from its headers before Keras reads it."""
+    if WEIGHTS_H5 not in zf.namelist():
+        return
+    try:
+        with zf.open(WEIGHTS_H5) as member, _hdf5.h5py.File(member, "r") as h5:
+            _hdf5.reject_external_links(h5, path)
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:  # damaged bytes: HDF5 or the zip's CRC says so
+        raise errors.CorruptFileError(path, f"an intact HDF5 member '{WEIGHTS_H5}'", f"damaged data ({exc})", "the file is corrupt; save the model again") from None
+
+
 def hash_member(zf: zipfile.ZipFile, name: str) -> str:
     with zf.open(name) as f:
         return storage.hash_stream(f)
@@ -165,6 +176,7 @@ class KerasZipFormat(Format):
         lib = _keras.saving_lib()
         with open_archive(path) as zf:
             manifest = read_manifest(zf, path)
+            check_weights_member(zf, path)
         try:
             with open(path, "rb") as f:
                 model = lib._load_model_from_fileobj(f, custom_objects, compile, safe_mode)
@@ -175,6 +187,7 @@ class KerasZipFormat(Format):
     def read_weights(self, model, path, *, by_name, skip_mismatch):
         with open_archive(path) as zf:
             manifest = read_manifest(zf, path)
+            check_weights_member(zf, path)
             data = io.BytesIO(read_member(zf, WEIGHTS_H5, path))
         load_keras3_weights(model, data, path, by_name=by_name, skip_mismatch=skip_mismatch)
         return manifest
