@@ -499,3 +499,25 @@ def test_a_keras_archive_declaring_huge_weights_is_refused(tmp_path):
             zf.writestr(name, data)
     with pytest.raises(errors.CorruptFileError, match=r"declaring shape \(1048576, 1048576\)"):
         ks.load(tmp_path / "huge.keras")
+
+
+@pytest.mark.parametrize("layer", [
+    {"class_name": "Dense", "config": {"name": "huge", "units": 10**12}},
+    {"class_name": "Embedding", "config": {"name": "vocab", "input_dim": 2**30, "output_dim": 2**10}},
+])
+def test_an_architecture_asking_for_terabytes_is_refused_before_building(tmp_path, layer):
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps({"class_name": "Sequential", "keras_version": "2.2.4", "config": {"name": "s", "layers": [
+        {"class_name": "InputLayer", "config": {"name": "in", "batch_input_shape": [None, 8], "dtype": "int32"}}, layer]}}))
+    with pytest.raises(errors.UnsafeContentError, match=f"layer '{layer['config']['name']}'"):
+        ks.load(path)
+
+
+def test_a_keras3_config_asking_for_terabytes_is_refused_too(tmp_path):
+    import keras
+
+    config = json.loads(ks.to_json(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="big")])))
+    config["config"]["layers"][-1]["config"]["units"] = 10**12
+    (tmp_path / "m.json").write_text(json.dumps(config))
+    with pytest.raises(errors.UnsafeContentError, match="layer 'big' with units=1000000000000"):
+        ks.load(tmp_path / "m.json")

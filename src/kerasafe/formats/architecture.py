@@ -83,6 +83,7 @@ def model_from_config(config, path=None, *, custom_objects=None, compile=True, s
     config, manifest = split_manifest(config, path)
     if manifest is None and translation.is_legacy_config(config):
         return legacy_model_from_config(config, path, custom_objects=custom_objects, safe_mode=safe_mode), None
+    refuse_code(config, path, safe_mode)
     try:
         model = _keras.model_from_config(config, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode)
     except (TypeError, ValueError, KeyError) as exc:

@@ -125,13 +125,52 @@ def refuse_reason(config) -> str | None:
     return found[0] if found else None
 
 
+# Arguments that size a layer's variables or inputs. Past these a config is not a model but a
+# request for terabytes (a float32 weight of 2**31 x 2**31 is 16 EiB).
+SIZE_ARGUMENTS = ("units", "filters", "input_dim", "output_dim", "batch_input_shape", "batch_shape", "target_shape",
+                  "kernel_size", "num_heads", "key_dim")
+MAX_DIMENSION = 2**31
+MAX_LAYER_ELEMENTS = 2**36  # 256 GiB of float32 in one layer
+
+
+def _absurd_sizes(value, found: list) -> None:
+    if isinstance(value, dict):
+        cfg = value.get("config") if isinstance(value.get("config"), dict) else None
+        if cfg is not None and "class_name" in value:
+            elements = 1
+            for key in SIZE_ARGUMENTS:
+                dims = cfg.get(key)
+                dims = dims if isinstance(dims, list) else [dims]
+                for d in dims:
+                    if isinstance(d, int) and not isinstance(d, bool):
+                        if d > MAX_DIMENSION or d < -1:
+                            found.append(f"layer '{cfg.get('name', '?')}' with {key}={cfg.get(key)!r}")
+                        if key in ("units", "filters", "input_dim", "output_dim") and d > 0:
+                            elements *= d
+            if elements > MAX_LAYER_ELEMENTS:
+                found.append(f"layer '{cfg.get('name', '?')}' whose sizes multiply to {elements:,} elements")
+        for item in value.values():
+            _absurd_sizes(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            _absurd_sizes(item, found)
+
+
 def refuse_code(config, path, safe_mode: bool) -> None:
-    """In safe mode, refuse a model config that would run code stored in the file (Lambda bytecode)."""
+    """In safe mode, refuse a model config that would run code stored in the file (Lambda bytecode)
+    or allocate absurd amounts of memory (sizes no model has)."""
     found = refuse_reason(config)
     if found and safe_mode:
         raise errors.UnsafeContentError(
             path, "a model whose loading runs no code from the file", found,
             "if you trust this file, load it with safe_mode=False",
+        )
+    sizes: list[str] = []
+    _absurd_sizes(config, sizes)
+    if sizes and safe_mode:
+        raise errors.UnsafeContentError(
+            path, "layer sizes a model can have", sizes[0] + " (building it would try to allocate that)",
+            "if you trust this file and have the memory, load it with safe_mode=False",
         )
 
 

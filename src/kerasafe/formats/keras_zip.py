@@ -19,7 +19,7 @@ import zipfile
 from .. import _keras, errors, storage
 from .. import manifest as manifest_mod
 from . import _hdf5
-from .base import MODEL, Format, apply_manifest, keras_failure, summary
+from .base import MODEL, Format, apply_manifest, keras_failure, refuse_code, summary
 
 CONFIG = "config.json"
 METADATA = "metadata.json"
@@ -177,6 +177,7 @@ class KerasZipFormat(Format):
         with open_archive(path) as zf:
             manifest = read_manifest(zf, path)
             check_weights_member(zf, path)
+            refuse_code(json.loads(read_member(zf, CONFIG, path)), path, safe_mode)
         try:
             with open(path, "rb") as f:
                 model = lib._load_model_from_fileobj(f, custom_objects, compile, safe_mode)
