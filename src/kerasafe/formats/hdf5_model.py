@@ -22,16 +22,21 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().split("\n")[0][:240]
 
 
-def _load_keras1_weights(model, group, path) -> None:
-    """Keras 1's layout, by order: layer weights rearranged to Keras 3's (translation.keras1_weights)."""
+def _load_keras1_weights(model, group, path, *, by_name: bool = False) -> None:
+    """Keras 1's layout, by order or by layer name: weights rearranged to Keras 3's (translation.keras1_weights)."""
     def names(obj, attr):
         return [n.decode() if isinstance(n, bytes) else str(n) for n in obj.attrs.get(attr, [])]
 
     saved = [n for n in names(group, "layer_names") if names(group[n], "weight_names")]
-    layers = [layer for layer in model.layers if layer.weights]
-    if len(saved) != len(layers):
-        raise ValueError(f"the file has {len(saved)} layers with weights, the model {len(layers)}")
-    for layer, name in zip(layers, saved):
+    if by_name:
+        by_layer = {layer.name: layer for layer in model.layers if layer.weights}
+        pairs = [(by_layer[name], name) for name in saved if name in by_layer]
+    else:
+        layers = [layer for layer in model.layers if layer.weights]
+        if len(saved) != len(layers):
+            raise ValueError(f"the file has {len(saved)} layers with weights, the model {len(layers)}")
+        pairs = list(zip(layers, saved))
+    for layer, name in pairs:
         weight_names = names(group[name], "weight_names")
         values = [group[name][w][()] for w in weight_names]
         inner = getattr(layer, "layer", layer)  # TimeDistributed / Bidirectional hold the real layer
@@ -43,8 +48,8 @@ def load_legacy_weights(model, group, path, *, by_name: bool, skip_mismatch: boo
     legacy = _keras.legacy_h5()
     version = _hdf5.attr_text(group, "keras_version") or _hdf5.attr_text(group.file, "keras_version") or "1"
     try:
-        if version.split(".")[0] == "1" and not by_name:
-            _load_keras1_weights(model, group, path)
+        if version.split(".")[0] == "1":
+            _load_keras1_weights(model, group, path, by_name=by_name)
         elif by_name:
             legacy.load_weights_from_hdf5_group_by_name(group, model, skip_mismatch=skip_mismatch)
         else:
