@@ -524,3 +524,29 @@ def test_a_keras3_config_asking_for_terabytes_is_refused_too(tmp_path):
     (tmp_path / "m.json").write_text(json.dumps(config))
     with pytest.raises(errors.UnsafeContentError, match="layer 'big' with units=1000000000000"):
         ks.load(tmp_path / "m.json")
+
+
+@pytest.mark.parametrize("backend", [None, "theano"])
+def test_keras1_channels_first_convolution_weights(tmp_path, backend):
+    """Keras 1 `dim_ordering: th` kernels (out, in, rows, cols); Theano's flipped ones when the file says theano."""
+    rng = np.random.default_rng(0)
+    kernel, bias = rng.normal(size=(2, 1, 3, 3)).astype("float32"), np.array([0.5, -1.0], "float32")
+    config = {"class_name": "Sequential", "keras_version": "1.2.2", "config": [{"class_name": "Convolution2D", "config": {
+        "name": "conv", "nb_filter": 2, "nb_row": 3, "nb_col": 3, "border_mode": "valid", "dim_ordering": "th",
+        "subsample": [1, 1], "activation": "linear", "bias": True, "init": "glorot_uniform", "batch_input_shape": [None, 1, 5, 5]}}]}
+    (tmp_path / "m.json").write_text(json.dumps(config))
+    with h5py.File(tmp_path / "w.h5", "w") as f:  # the Keras 1 weights layout
+        f.attrs["layer_names"] = np.array([b"conv"])
+        if backend:
+            f.attrs["backend"] = backend.encode()
+        g = f.create_group("conv")
+        g.attrs["weight_names"] = np.array([b"conv_W:0", b"conv_b:0"])
+        g["conv_W:0"], g["conv_b:0"] = kernel, bias
+    model = ks.load(tmp_path / "m.json", weights=tmp_path / "w.h5")
+    x = rng.normal(size=(2, 1, 5, 5)).astype("float32")
+    used = kernel[:, :, ::-1, ::-1] if backend == "theano" else kernel  # Theano convolved: a flipped kernel
+    expected = np.zeros((2, 2, 3, 3), "float64")
+    for i in range(3):
+        for j in range(3):
+            expected[:, :, i, j] = np.einsum("nckl,fckl->nf", x[:, :, i:i + 3, j:j + 3], used) + bias
+    np.testing.assert_allclose(np.asarray(model.predict(x, verbose=0)), expected, rtol=0, atol=1e-5)

@@ -487,7 +487,11 @@ def upgrade_optimizer_config(config: dict) -> dict:
 KERAS1_GATES = {"GRU": ("z", "r", "h"), "LSTM": ("i", "f", "c", "o")}
 
 
-def keras1_weights(class_name: str, names: list[str], values: list) -> list:
+KERAS1_CONVOLUTIONS = ("Conv1D", "Conv2D", "Conv3D", "Conv2DTranspose", "Convolution1D", "Convolution2D", "Convolution3D")
+
+
+def keras1_weights(class_name: str, names: list[str], values: list, *, channels_first: bool = False,
+                   theano: bool = False) -> list:
     """A Keras 1 layer's weight arrays in the order and layout Keras 3's layer of that class holds them.
 
     Example:
@@ -497,10 +501,20 @@ def keras1_weights(class_name: str, names: list[str], values: list) -> list:
         >>> [a.shape for a in out]
         [(4, 6), (2, 6), (6,)]
     """
+    import numpy as np
+
+    if class_name in KERAS1_CONVOLUTIONS and values:
+        kernel = np.asarray(values[0])
+        if channels_first and kernel.ndim >= 3:
+            # dim_ordering "th" stored (out, in, *spatial); Keras 3 keeps (*spatial, in, out).
+            kernel = np.transpose(kernel, (*range(2, kernel.ndim), 1, 0))
+        if theano:
+            # Theano convolved (kernel flipped); Keras 3 correlates, as TensorFlow did.
+            kernel = kernel[tuple([slice(None, None, -1)] * (kernel.ndim - 2))]
+        return [np.ascontiguousarray(kernel), *values[1:]]
     gates = KERAS1_GATES.get(class_name)
     if gates is None:
         return list(values)
-    import numpy as np
 
     by_name = {}
     for name, value in zip(names, values):

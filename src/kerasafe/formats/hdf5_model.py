@@ -40,7 +40,9 @@ def _load_keras1_weights(model, group, path, *, by_name: bool = False) -> None:
         weight_names = names(group[name], "weight_names")
         values = [group[name][w][()] for w in weight_names]
         inner = getattr(layer, "layer", layer)  # TimeDistributed / Bidirectional hold the real layer
-        layer.set_weights(translation.keras1_weights(type(inner).__name__, weight_names, values))
+        layer.set_weights(translation.keras1_weights(
+            type(inner).__name__, weight_names, values, channels_first=getattr(inner, "data_format", None) == "channels_first",
+            theano=(_hdf5.attr_text(group, "backend") or _hdf5.attr_text(group.file, "backend")) == "theano"))
 
 
 def load_legacy_weights(model, group, path, *, by_name: bool, skip_mismatch: bool) -> None:
