@@ -99,30 +99,27 @@ def upgrade(folder, *, force: bool = False) -> list[Outcome]:
     produced: set[pathlib.Path] = set()
     results = [_convert(d, d.with_suffix(".keras") if d.suffix else d.with_name(d.name + ".keras"), force, produced)
                for d in savedmodels]
-    used_as_weights: set[pathlib.Path] = set()
-    architectures = []
+    found: dict[pathlib.Path, formats.Format] = {}  # each file's format, detected once
     for path in files:
         try:
-            _, fmt = formats.locate(path, "a model")
+            found[path] = formats.locate(path, "a model")[1]
         except errors.KerasafeError:
             results.append(Outcome(str(path), "?", "skipped", detail="not a model file"))
             continue
-        if fmt.holds == MODEL:
+        if found[path].holds == MODEL:
             results.append(_convert(path, path.with_suffix(".keras"), force, produced))
-        elif fmt.holds == ARCHITECTURE:
-            architectures.append(path)
-    for path in architectures:
+    used_as_weights: set[pathlib.Path] = set()
+    for path in [p for p, fmt in found.items() if fmt.holds == ARCHITECTURE]:
         weights = _weights_for(path)
         if weights is None:
-            results.append(Outcome(str(path), formats.detect(path).name, "skipped", detail="architecture only: no weights beside it"))
+            results.append(Outcome(str(path), found[path].name, "skipped", detail="architecture only: no weights beside it"))
             continue
         used_as_weights.add(weights)
         results.append(_convert(path, path.with_suffix(".keras"), force, produced, weights=weights))
-    for path in files:
-        prefix = resolve_prefix(path)
-        if prefix is not None and (prefix in used_as_weights or prefix.parent in used_as_weights):
+    for path in [p for p, fmt in found.items() if fmt.holds == WEIGHTS]:
+        prefix = resolve_prefix(path)  # a checkpoint is named by its prefix or folder, found by its .index
+        if path in used_as_weights or (prefix is not None and (prefix in used_as_weights or prefix.parent in used_as_weights)):
             continue
-        if path not in used_as_weights and all(r.source != str(path) for r in results):
-            results.append(Outcome(str(path), formats.locate(path, "a model")[1].name, "skipped",
-                                   detail="weights only: no architecture of the same name beside it"))
+        results.append(Outcome(str(path), found[path].name, "skipped",
+                               detail="weights only: no architecture of the same name beside it"))
     return results

@@ -60,8 +60,7 @@ class BackgroundWriter:
         try:
             job()
         except Exception as exc:
-            self._failure = (description, exc)
-        self.wait()
+            raise self._error(description, exc) from exc
 
     def wait(self) -> None:
         """Block until no write is in flight; raise a background failure as a CheckpointWriteError."""
@@ -73,7 +72,10 @@ class BackgroundWriter:
         if self._failure is not None:
             description, exc = self._failure
             self._failure = None
-            raise errors.CheckpointWriteError(
-                self.directory, f"{description} written in the background", f"{type(exc).__name__}: {exc}",
-                "the previous checkpoint is intact; fix the cause (disk space, permissions) and run again to resume",
-            ) from exc
+            raise self._error(description, exc) from exc
+
+    def _error(self, description: str, exc: BaseException) -> errors.CheckpointWriteError:
+        return errors.CheckpointWriteError(
+            self.directory, f"{description} written in the background", f"{type(exc).__name__}: {exc}",
+            "the previous checkpoint is intact; fix the cause (disk space, permissions) and run again to resume",
+        )

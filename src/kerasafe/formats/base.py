@@ -103,26 +103,26 @@ def apply_manifest(result: dict, manifest: dict | None) -> dict:
     return result
 
 
-def _code_carriers(value, found: list) -> None:
+def _layer_configs(value):
+    """Every ``{"class_name": ..., "config": {...}}`` object in a model config, nested ones included."""
     if isinstance(value, dict):
-        if value.get("class_name") == "Lambda":
-            cfg = value.get("config") or {}
-            function = cfg.get("function")
-            if isinstance(function, list) or cfg.get("function_type") == "lambda" or (
-                isinstance(function, dict) and function.get("class_name") == "__lambda__"):
-                found.append(f"Lambda layer '{cfg.get('name', '?')}' carrying Python bytecode")
+        if "class_name" in value and isinstance(value.get("config"), dict):
+            yield value["class_name"], value["config"]
         for item in value.values():
-            _code_carriers(item, found)
+            yield from _layer_configs(item)
     elif isinstance(value, list):
         for item in value:
-            _code_carriers(item, found)
+            yield from _layer_configs(item)
 
 
 def refuse_reason(config) -> str | None:
     """What in a model config would run code stored in the file (Lambda bytecode), or None."""
-    found: list[str] = []
-    _code_carriers(config, found)
-    return found[0] if found else None
+    for class_name, cfg in _layer_configs(config):
+        function = cfg.get("function")
+        if class_name == "Lambda" and (isinstance(function, list) or cfg.get("function_type") == "lambda" or (
+                isinstance(function, dict) and function.get("class_name") == "__lambda__")):
+            return f"Lambda layer '{cfg.get('name', '?')}' carrying Python bytecode"
+    return None
 
 
 # Arguments that size a layer's variables or inputs. Past these a config is not a model but a
@@ -133,43 +133,39 @@ MAX_DIMENSION = 2**31
 MAX_LAYER_ELEMENTS = 2**36  # 256 GiB of float32 in one layer
 
 
-def _absurd_sizes(value, found: list) -> None:
-    if isinstance(value, dict):
-        cfg = value.get("config") if isinstance(value.get("config"), dict) else None
-        if cfg is not None and "class_name" in value:
-            elements = 1
-            for key in SIZE_ARGUMENTS:
-                dims = cfg.get(key)
-                dims = dims if isinstance(dims, list) else [dims]
-                for d in dims:
-                    if isinstance(d, int) and not isinstance(d, bool):
-                        if d > MAX_DIMENSION or d < -1:
-                            found.append(f"layer '{cfg.get('name', '?')}' with {key}={cfg.get(key)!r}")
-                        if key in ("units", "filters", "input_dim", "output_dim") and d > 0:
-                            elements *= d
-            if elements > MAX_LAYER_ELEMENTS:
-                found.append(f"layer '{cfg.get('name', '?')}' whose sizes multiply to {elements:,} elements")
-        for item in value.values():
-            _absurd_sizes(item, found)
-    elif isinstance(value, list):
-        for item in value:
-            _absurd_sizes(item, found)
+def _absurd_size(config) -> str | None:
+    """The first layer whose sizes no model has (a dimension past 2**31, or 2**36 elements), or None."""
+    for _, cfg in _layer_configs(config):
+        elements = 1
+        for key in SIZE_ARGUMENTS:
+            dims = cfg.get(key) if isinstance(cfg.get(key), list) else [cfg.get(key)]
+            for d in dims:
+                if not isinstance(d, int) or isinstance(d, bool):
+                    continue
+                if d > MAX_DIMENSION or d < -1:
+                    return f"layer '{cfg.get('name', '?')}' with {key}={cfg.get(key)!r}"
+                if key in ("units", "filters", "input_dim", "output_dim") and d > 0:
+                    elements *= d
+        if elements > MAX_LAYER_ELEMENTS:
+            return f"layer '{cfg.get('name', '?')}' whose sizes multiply to {elements:,} elements"
+    return None
 
 
 def refuse_code(config, path, safe_mode: bool) -> None:
     """In safe mode, refuse a model config that would run code stored in the file (Lambda bytecode)
     or allocate absurd amounts of memory (sizes no model has)."""
+    if not safe_mode:
+        return
     found = refuse_reason(config)
-    if found and safe_mode:
+    if found:
         raise errors.UnsafeContentError(
             path, "a model whose loading runs no code from the file", found,
             "if you trust this file, load it with safe_mode=False",
         )
-    sizes: list[str] = []
-    _absurd_sizes(config, sizes)
-    if sizes and safe_mode:
+    size = _absurd_size(config)
+    if size:
         raise errors.UnsafeContentError(
-            path, "layer sizes a model can have", sizes[0] + " (building it would try to allocate that)",
+            path, "layer sizes a model can have", size + " (building it would try to allocate that)",
             "if you trust this file and have the memory, load it with safe_mode=False",
         )
 

@@ -22,7 +22,7 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().split("\n")[0][:240]
 
 
-def _load_keras1_weights(model, group, path, *, by_name: bool = False) -> None:
+def _load_keras1_weights(model, group, *, by_name: bool = False) -> None:
     """Keras 1's layout, by order or by layer name: weights rearranged to Keras 3's (translation.keras1_weights)."""
     def names(obj, attr):
         return [n.decode() if isinstance(n, bytes) else str(n) for n in obj.attrs.get(attr, [])]
@@ -51,7 +51,7 @@ def load_legacy_weights(model, group, path, *, by_name: bool, skip_mismatch: boo
     version = _hdf5.attr_text(group, "keras_version") or _hdf5.attr_text(group.file, "keras_version") or "1"
     try:
         if version.split(".")[0] == "1":
-            _load_keras1_weights(model, group, path, by_name=by_name)
+            _load_keras1_weights(model, group, by_name=by_name)
         elif by_name:
             legacy.load_weights_from_hdf5_group_by_name(group, model, skip_mismatch=skip_mismatch)
         else:

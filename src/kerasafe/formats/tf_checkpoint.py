@@ -247,20 +247,25 @@ def layer_values(entries: dict[str, Entry]) -> dict[int, dict[str, Entry]]:
     return out
 
 
-def restore_optimizer(model, prefix: pathlib.Path) -> str | None:
-    """Put a tf.keras 2 checkpoint's optimizer state into ``model.optimizer``; a warning text when it cannot."""
+def restore_optimizer(model, prefix: pathlib.Path, entries: dict[str, Entry] | None = None) -> None:
+    """Put a tf.keras 2 checkpoint's optimizer state into ``model.optimizer``; warn and keep fresh slots when they do not map."""
     import warnings
 
     from .. import _keras, translation
 
-    entries = read_index(prefix.with_name(prefix.name + ".index"))
-    root = _strip_root(entries)
-    base = f"{root}optimizer/"
+    entries = entries if entries is not None else read_index(prefix.with_name(prefix.name + ".index"))
+    base = f"{_strip_root(entries)}optimizer/"
     iterations = entries.get(f"{base}_iterations{VALUE_SUFFIX}") or entries.get(f"{base}iter{VALUE_SUFFIX}")
-    slots = sorted(((int(m.group(1)), e) for n, e in entries.items()
-                    if (m := re.match(rf"^{re.escape(base)}_variables/(\d+){re.escape(VALUE_SUFFIX)}$", n))), key=lambda p: p[0])
     if iterations is None:
-        return None  # no optimizer state saved
+        return  # no optimizer state saved
+    pattern = re.compile(rf"^{re.escape(base)}_variables/(\d+){re.escape(VALUE_SUFFIX)}$")
+    # _variables/0 is iterations again; the slots follow in creation order.
+    numbered = {}
+    for name, entry in entries.items():
+        match = pattern.match(name)
+        if match and int(match.group(1)) > 0:
+            numbered[int(match.group(1))] = entry
+    slots = [numbered[index] for index in sorted(numbered)]
     _keras.ensure_optimizer_built(model)
     optimizer, shards = model.optimizer, _shards(prefix)
     optimizer.iterations.assign(read_tensor(iterations, shards, prefix).astype(str(optimizer.iterations.dtype)))
@@ -268,26 +273,22 @@ def restore_optimizer(model, prefix: pathlib.Path) -> str | None:
     variable = getattr(optimizer, "_learning_rate", None)
     if rate is not None and hasattr(variable, "assign"):  # a schedule has no variable to put it in
         variable.assign(read_tensor(rate, shards, prefix).astype(str(variable.dtype)))
-    slots = [e for index, e in slots if index > 0]  # _variables/0 is iterations again
     trainable = model.trainable_variables
     by_name = {v.name: v for v in optimizer.variables}
+
+    def slot(index: int, kind: str):  # Keras 3 names a slot "<variable path with _>_<kind>"
+        return by_name.get(f"{trainable[index].path.replace('/', '_')}_{kind}")
+
     kinds = [k for k in ("momentum", "velocity", "velocity_hat", "m", "norm", "average_gradient", "accumulator")
-             if trainable and f"{trainable[0].path.replace('/', '_')}_{k}" in by_name]
-    order = translation.checkpoint_slot_order(type(optimizer).__name__, kinds, len(trainable))
-    if order is None or len(order) != len(slots):
-        message = (f"{prefix}: the checkpoint's {len(slots)} optimizer slot arrays do not map onto "
-                   f"{type(optimizer).__name__}'s slots; they start fresh (iterations restored)")
-        warnings.warn(message, stacklevel=4)
-        return message
-    for (index, kind), entry in zip(order, slots):
-        target = by_name.get(f"{trainable[index].path.replace('/', '_')}_{kind}")
-        if target is None or tuple(target.shape) != entry.shape:
-            message = f"{prefix}: optimizer slot {kind} of {trainable[index].path} does not fit; the slots start fresh"
-            warnings.warn(message, stacklevel=4)
-            return message
-    for (index, kind), entry in zip(order, slots):
-        by_name[f"{trainable[index].path.replace('/', '_')}_{kind}"].assign(read_tensor(entry, shards, prefix))
-    return None
+             if trainable and slot(0, k) is not None]
+    order = translation.checkpoint_slot_order(type(optimizer).__name__, kinds, len(trainable)) or []
+    targets = [slot(index, kind) for index, kind in order]
+    if len(targets) != len(slots) or any(t is None or tuple(t.shape) != e.shape for t, e in zip(targets, slots)):
+        warnings.warn(f"{prefix}: the checkpoint's {len(slots)} optimizer slot arrays do not map onto "
+                      f"{type(optimizer).__name__}'s slots; they start fresh (iterations restored)", stacklevel=4)
+        return
+    for target, entry in zip(targets, slots):
+        target.assign(read_tensor(entry, shards, prefix))
 
 
 class TFCheckpointFormat(Format):
@@ -321,7 +322,7 @@ class TFCheckpointFormat(Format):
                         "load it into the model it was saved from, or pass skip_mismatch=True")
                 variable.assign(read_tensor(match[0], shards, prefix))
         if getattr(model, "optimizer", None) is not None and model.compiled:
-            restore_optimizer(model, prefix)
+            restore_optimizer(model, prefix, entries)
         return None
 
     def inspect(self, path):
