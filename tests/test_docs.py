@@ -11,7 +11,7 @@ MODULES = [
     "kerasafe.translation", "kerasafe.api", "kerasafe.inspection", "kerasafe.demo",
     "kerasafe.checkpoint.store", "kerasafe.checkpoint.policy", "kerasafe.checkpoint.callback", "kerasafe.checkpoint.resume",
     "kerasafe.checkpoint.writer", "kerasafe.formats.keras_zip", "kerasafe.formats.tf_checkpoint", "kerasafe.upgrade",
-    "kerasafe.tf_ops",
+    "kerasafe.tf_ops", "kerasafe.optimizer_translation",
 ]
 
 

@@ -18,7 +18,7 @@ import pytest
 
 import kerasafe as ks
 from conftest import TESTS, run_cli
-from kerasafe import errors, translation
+from kerasafe import errors, optimizer_translation, translation
 
 CORPUS = TESTS / "fixtures" / "legacy" / "tf_keras_2"
 FOUND = TESTS / "fixtures" / "legacy" / "found"  # copies of files from ../shared (see its README)
@@ -133,16 +133,108 @@ def test_keras1_without_keras3_meaning_is_an_error_naming_it(old_class, config, 
 
 
 def test_keras2_optimizer_lr_and_decay():
-    new = translation.upgrade_optimizer_config({"class_name": "Adam", "config": {"lr": 0.002, "decay": 0.0, "beta_1": 0.9}})
+    new = optimizer_translation.upgrade_optimizer_config({"class_name": "Adam", "config": {"lr": 0.002, "decay": 0.0, "beta_1": 0.9}})
     assert new["config"] == {"learning_rate": 0.002, "beta_1": 0.9} and new["class_name"] == "Adam"
-    tf2 = translation.upgrade_optimizer_config({"class_name": "Custom>SGD", "config": {"learning_rate": 0.1, "momentum": 0.9,
+    tf2 = optimizer_translation.upgrade_optimizer_config({"class_name": "Custom>SGD", "config": {"learning_rate": 0.1, "momentum": 0.9,
                                                                                      "is_legacy_optimizer": False, "jit_compile": True}})
     assert tf2["class_name"] == "SGD" and tf2["config"] == {"learning_rate": 0.1, "momentum": 0.9}
     import keras
 
-    decayed = keras.optimizers.deserialize(translation.upgrade_optimizer_config({"class_name": "SGD", "config": {"lr": 0.1, "decay": 0.5}}))
+    decayed = keras.optimizers.deserialize(optimizer_translation.upgrade_optimizer_config({"class_name": "SGD", "config": {"lr": 0.1, "decay": 0.5}}))
     schedule = decayed.learning_rate if callable(decayed.learning_rate) else decayed._learning_rate
     assert float(schedule(4)) == pytest.approx(0.1 / (1 + 0.5 * 4))  # Keras 2's decay formula
+
+
+LEGACY_OPTIMIZERS = ["Adam", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam"]
+
+
+def _saved_optimizer_arrays(path) -> dict[str, np.ndarray]:
+    with h5py.File(path) as f:
+        group = f["optimizer_weights"]
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs["weight_names"]]
+        return {n: group[n][()] for n in names}
+
+
+@pytest.mark.parametrize("name", LEGACY_OPTIMIZERS)
+def test_tf_keras_legacy_optimizer_slots_land_in_keras3_slots(name):
+    """tf.keras 2's legacy optimizers name slots "<Opt>/<layer>/<var>/<slot>:0" (rms, mg, accum_grad, ...)."""
+    path = CORPUS / f"legacy_opt_{name}.h5"
+    saved = _saved_optimizer_arrays(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # nothing dropped
+        model = ks.load(path)
+    optimizer = model.optimizer
+    assert type(optimizer).__name__ == name
+    # the file's layers are named dense_N, dense_N+1 (tf.keras numbered them across the script)
+    file_layers = sorted({n.split("/")[1] for n in saved if n.count("/") == 3}, key=lambda n: int(n.split("_")[1]))
+    checked = 0
+    for saved_name, value in saved.items():
+        parts = saved_name.split(":")[0].split("/")
+        if parts[-1] == "iter":
+            assert int(optimizer.iterations) == int(value) > 0
+            continue
+        if parts[-1] == "momentum_cache":
+            np.testing.assert_array_equal(np.asarray(optimizer._u_product), value)
+            continue
+        _, kind, _ = optimizer_translation.optimizer_slot(saved_name)
+        layer = model.layers[file_layers.index(parts[1])]
+        variable = layer.kernel if parts[2] == "kernel" else layer.bias
+        slot = optimizer_translation.slot_variable(optimizer, variable, kind)
+        np.testing.assert_array_equal(np.asarray(slot), value)
+        checked += 1
+    assert checked == len(model.trainable_variables) * {"SGD": 1, "Adagrad": 1, "Adadelta": 2, "Adamax": 2, "Nadam": 2, "Adam": 3, "RMSprop": 3}[name]
+
+
+def _carnd_without_lambda(tmp_path, *, optimizer=None, vhat_placeholders=False):
+    """The real Keras 2.0.6 file with its (Python 3.5) Lambda swapped for the Rescaling it did,
+    so its real optimizer_weights can be read; optionally the Keras 2.1.3+ Adam layout."""
+    import shutil
+
+    path = tmp_path / "carnd.h5"
+    shutil.copy(FOUND / "carnd_model.h5", path)
+    with h5py.File(path, "r+") as f:
+        config = json.loads(f.attrs["model_config"])
+        config["config"][0] = {"class_name": "Rescaling", "config": {"name": "lambda_1", "scale": 1 / 127.5, "offset": -1.0,
+                                                                     "batch_input_shape": [None, 64, 64, 3]}}
+        f.attrs["model_config"] = json.dumps(config)
+        if optimizer:
+            training = json.loads(f.attrs["training_config"])
+            training["optimizer_config"] = optimizer
+            f.attrs["training_config"] = json.dumps(training)
+        if vhat_placeholders:
+            group = f["optimizer_weights"]
+            names = list(group.attrs["weight_names"])
+            for i in range(24, 36):
+                group.create_dataset(f"Variable_{i}:0", data=np.zeros(1, "float32"))
+                names.append(f"Variable_{i}:0".encode())
+            group.attrs["weight_names"] = names
+    return path
+
+
+@pytest.mark.parametrize("vhat_placeholders", [False, True], ids=["keras-2.0", "keras-2.1.3+"])
+def test_standalone_keras2_adam_state_is_placed_by_position(tmp_path, vhat_placeholders):
+    """Keras 2 kept [iterations] + all m + all v (+ amsgrad placeholders), named only Variable_N."""
+    path = _carnd_without_lambda(tmp_path, vhat_placeholders=vhat_placeholders)
+    saved = list(_saved_optimizer_arrays(path).values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        model = ks.load(path)
+    optimizer, trainable = model.optimizer, model.trainable_variables
+    assert type(optimizer).__name__ == "Adam" and len(trainable) == 12
+    assert float(optimizer.learning_rate) == pytest.approx(1e-4)
+    assert int(optimizer.iterations) == int(saved[0])
+    for i, variable in enumerate(trainable):
+        np.testing.assert_array_equal(np.asarray(optimizer_translation.slot_variable(optimizer, variable, "momentum")), saved[1 + i])
+        np.testing.assert_array_equal(np.asarray(optimizer_translation.slot_variable(optimizer, variable, "velocity")), saved[13 + i])
+    assert np.abs(saved[13]).sum() > 0  # real training state, not zeros
+
+
+def test_standalone_keras2_state_that_does_not_map_warns_and_starts_fresh(tmp_path):
+    path = _carnd_without_lambda(tmp_path, optimizer={"class_name": "SGD", "config": {"lr": 0.01, "momentum": 0.9}})
+    with pytest.warns(UserWarning, match=r"carnd.h5: the saved optimizer state does not map onto SGD.*starts fresh"):
+        model = ks.load(path)
+    assert type(model.optimizer).__name__ == "SGD"
+    assert all(not np.any(np.asarray(v)) for v in model.optimizer.variables if "momentum" in v.name)
 
 
 # --- hostile files ------------------------------------------------------------------------------
@@ -289,26 +381,14 @@ def test_damaged_tf_checkpoint_index_and_data(tmp_path):
         ks.load_weights(model, tmp_path / "ckpt" / "pima")
 
 
-# Run first in the child: TensorFlow (and tf_keras) cannot be imported, as on a machine
-# without them. find_spec still answers, the import itself fails, as a broken install would.
-HIDE_TENSORFLOW = """
-import importlib.abc, importlib.machinery, sys
-class _Hidden(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("tensorflow", "tf_keras"):
-            return importlib.machinery.ModuleSpec(name, self)
-    def create_module(self, spec):
-        raise ModuleNotFoundError(f"No module named {spec.name!r} (hidden by the test)", name=spec.name)
-    def exec_module(self, module):
-        pass
-sys.meta_path.insert(0, _Hidden())
-"""
+# Run first in a child: TensorFlow (and tf_keras) cannot be imported, as on a machine without them.
+HIDE_TENSORFLOW = "import hide_tensorflow; hide_tensorflow.install()\n"
 
 
-@pytest.mark.parametrize("tensorflow", ["installed", "hidden"])
-def test_every_tf_artifact_loads_and_inspects_without_tensorflow(tensorflow):
-    """A user who moved to JAX: checkpoints, SavedModels, .h5 and JSON open, and TensorFlow is never imported."""
-    code = (HIDE_TENSORFLOW if tensorflow == "hidden" else "") + f"""
+def test_every_tf_artifact_loads_and_inspects_without_importing_tensorflow():
+    """A user on JAX: checkpoints, SavedModels, .h5 and JSON open, and TensorFlow is never imported even when
+    installed (tests/test_without_tensorflow.py runs this file again with it hidden)."""
+    code = f"""
 import sys, warnings
 warnings.simplefilter("ignore")
 import numpy as np, kerasafe as ks
@@ -468,6 +548,19 @@ m = ks.load({str(tmp_path / "tf_ops.keras")!r})
 print(float(np.abs(np.asarray(m.predict(ref["x"], verbose=0)) - ref["y"]).max()))
 """
     assert float(run_python(code, backend="jax").stdout.strip().splitlines()[-1]) <= 1e-5
+
+
+def test_a_second_tensor_passed_by_keyword_becomes_a_node_input():
+    """tf.keras recorded ``z * tf.sigmoid(z)`` as multiply(z, y=<the sigmoid layer's output>)."""
+    layer = {"class_name": "TFOpLambda", "config": {"name": "tf.math.multiply_1", "function": "math.multiply"},
+             "inbound_nodes": [[["tf.math.reduce_mean", 0, 0, {"y": ["tf.math.sigmoid", 0, 0], "name": None}]]]}
+    config = {"class_name": "Functional", "keras_version": "2.21.0", "config": {"name": "m", "layers": [layer]}}
+    out = translation.upgrade_legacy_config(config)["config"]["layers"][0]
+    assert out["inbound_nodes"] == [[["tf.math.reduce_mean", 0, 0, {}], ["tf.math.sigmoid", 0, 0, {}]]]
+    assert out["config"]["arguments"] == {} and out["config"]["tensor_arguments"] == ["y"]
+    listed = {**layer, "inbound_nodes": [[["a", 0, 0, {"axis": 0, "y": ["b", 0, 0]}], ["c", 0, 0, {"axis": 0, "y": ["b", 0, 0]}]]]}
+    with pytest.raises(ValueError, match="a list of tensors and another tensor"):
+        translation.upgrade_legacy_config({**config, "config": {"name": "m", "layers": [listed]}})
 
 
 def test_a_tf_op_without_a_keras3_equivalent_is_named(tmp_path):

@@ -10,6 +10,8 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
+import pathlib
 import sys
 import warnings
 
@@ -158,15 +160,23 @@ def cmd_upgrade(args) -> int:
     if args.json:
         print(json.dumps([dataclasses.asdict(r) for r in results]))
     else:
+        # Paths relative to the folder (messages name files in full), wrapped rather than cut.
+        roots = {str(pathlib.Path(args.folder).resolve()) + os.sep, str(pathlib.Path(args.folder)) + os.sep}
+
+        def short(text) -> str:
+            for root in sorted(roots, key=len, reverse=True):
+                text = str(text).replace(root, "")
+            return text
+
         table = Table(title=f"upgrade {args.folder}")
         for col in ("file", "format found", "result", "warnings"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold")
         colors = {"converted": "green", "exists": "yellow", "skipped": "dim", "failed": "red"}
         for r in results:
-            result = f"[{colors[r.result]}]{r.result}[/{colors[r.result]}]" + (f" -> {r.target}" if r.result == "converted" else "")
+            result = f"[{colors[r.result]}]{r.result}[/{colors[r.result]}]" + (f" -> {short(r.target)}" if r.result == "converted" else "")
             if r.detail:
-                result += f": {r.detail}"
-            table.add_row(r.source, r.format, result, "\n".join(r.warnings) or "-")
+                result += f": {short(r.detail)}"
+            table.add_row(short(r.source), r.format, result, "\n".join(map(short, r.warnings)) or "-")
         out.print(table)
     return 1 if any(r.result == "failed" for r in results) else 0
 

@@ -91,18 +91,24 @@ def register(keras) -> None:
     class TFOp(keras.layers.Layer):
         """One TensorFlow function tf.keras 2 recorded, computed with Keras 3 ops (kerasafe.tf_ops.OPS)."""
 
-        def __init__(self, function, arguments=None, **kwargs):
+        def __init__(self, function, arguments=None, tensor_arguments=(), **kwargs):
             super().__init__(**kwargs)
             if function not in OPS:
                 raise ValueError(f"TensorFlow function '{function}' has no Keras 3 equivalent in kerasafe's table")
             self.function = function
             self.arguments = dict(arguments or {})  # the op's constant arguments, as tf.keras recorded them
+            # keyword arguments that were tensors: they arrive as inputs[1:], in this order
+            self.tensor_arguments = list(tensor_arguments)
 
         def call(self, inputs, **kwargs):
             kwargs.pop("name", None)
+            if self.tensor_arguments:
+                kwargs.update(zip(self.tensor_arguments, inputs[1:]))
+                inputs = inputs[0]
             return OPS[self.function](inputs, **{**self.arguments, **kwargs})
 
         def get_config(self):
-            return {**super().get_config(), "function": self.function, "arguments": self.arguments}
+            config = {**super().get_config(), "function": self.function, "arguments": self.arguments}
+            return dict(config, tensor_arguments=self.tensor_arguments) if self.tensor_arguments else config
 
     _CLASS.append(TFOp)

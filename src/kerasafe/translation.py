@@ -361,20 +361,29 @@ def _tf_op_arguments_into_config(layer: dict) -> dict:
 
     Keras 3 traces call arguments as tensors when it infers shapes, so constants
     such as a reshape's target shape must be part of the layer, not of the call.
+    A second tensor passed by keyword (``x * y`` was recorded as ``multiply(x, y=<y>)``)
+    becomes a second input of the node, named in ``tensor_arguments``, because Keras 3's
+    loader connects only a node's inputs, never tensors inside its keyword arguments.
     """
     name = (layer.get("config") or {}).get("name", layer.get("name"))
-    found = []
+    found, tensor_names = [], []
     for node in layer.get("inbound_nodes") or []:
-        for record in node:
+        for record in list(node):
             if len(record) == 4 and isinstance(record[3], dict):
                 arguments = {k: v for k, v in record[3].items() if k != "name"}
-                if any(_is_tensor_reference(v) for v in arguments.values()):
-                    raise _problem(name, "a TensorFlow op taking a second tensor as a keyword argument")
+                tensors = [k for k, v in arguments.items() if _is_tensor_reference(v)]
+                if tensors and len(node) != 1:
+                    raise _problem(name, "a TensorFlow op taking a list of tensors and another tensor as a keyword argument")
+                node.extend([*arguments.pop(k), {}] for k in tensors)
                 found.append(arguments)
+                tensor_names.append(tensors)
                 record[3] = {}
-    if any(a != found[0] for a in found):
+    if any(a != found[0] for a in found) or any(t != tensor_names[0] for t in tensor_names):
         raise _problem(name, "one TensorFlow-op layer called with different arguments")
-    return dict(layer, config=dict(layer.get("config") or {}, arguments=found[0] if found else {}))
+    config = dict(layer.get("config") or {}, arguments=found[0] if found else {})
+    if tensor_names and tensor_names[0]:
+        config["tensor_arguments"] = tensor_names[0]
+    return dict(layer, config=config)
 
 
 def upgrade_legacy_config(config: dict) -> dict:
@@ -427,61 +436,6 @@ def upgrade_legacy_config(config: dict) -> dict:
     return out
 
 
-# tf.keras 2 (TF 2.11+ optimizers) names each optimizer slot "<Optimizer>/<slot>/<layer>/<variable>:0";
-# Keras 3 keeps the same state under "<variable path>_<slot>". Slot names per optimizer:
-TF_KERAS_OPTIMIZER_SLOTS = {
-    "Adam": {"m": "momentum", "v": "velocity", "vhat": "velocity_hat"},
-    "AdamW": {"m": "momentum", "v": "velocity", "vhat": "velocity_hat"},
-    "Nadam": {"m": "momentum", "v": "velocity"},
-    "Adamax": {"m": "m", "u": "norm"},
-    "RMSprop": {"velocity": "velocity", "momentum": "momentum", "average_gradient": "average_gradient"},
-    "SGD": {"m": "momentum"},
-    "Adagrad": {"accumulator": "accumulator"},
-}
-
-
-def optimizer_slot(weight_name: str) -> tuple[str, str, str] | None:
-    """(optimizer class, Keras 3 slot name, "layer/variable") of a tf.keras 2 optimizer weight name, or None.
-
-    Example:
-        >>> optimizer_slot("Adam/m/dense/kernel:0")
-        ('Adam', 'momentum', 'dense/kernel')
-    """
-    parts = weight_name.split(":")[0].split("/")
-    if len(parts) < 4 or parts[0] not in TF_KERAS_OPTIMIZER_SLOTS:
-        return None
-    slot = TF_KERAS_OPTIMIZER_SLOTS[parts[0]].get(parts[1])
-    return (parts[0], slot, "/".join(parts[2:])) if slot else None
-
-
-# Optimizer config keys: Keras 2 names -> Keras 3, and tf.keras 2 keys Keras 3 optimizers refuse.
-OPTIMIZER_ARGUMENT_RENAMES = {"lr": "learning_rate"}
-TF_KERAS_ONLY_OPTIMIZER_ARGUMENTS = ("is_legacy_optimizer", "jit_compile")
-
-
-def upgrade_optimizer_config(config: dict) -> dict:
-    """An optimizer config from Keras 1/2/tf.keras 2 training_config, as Keras 3 deserializes it.
-
-    tf.keras 2.11+ names its optimizers "Custom>Adam"; Keras 2 wrote ``lr`` and
-    ``decay``. Keras 2's decay (lr / (1 + decay * iterations)) is Keras 3's
-    InverseTimeDecay with decay_steps=1, so it is kept as that schedule.
-
-    Example:
-        >>> new = upgrade_optimizer_config({"class_name": "SGD", "config": {"lr": 0.1, "decay": 0.01}})
-        >>> new["config"]["learning_rate"]["class_name"], new["config"]["learning_rate"]["config"]["decay_rate"]
-        ('InverseTimeDecay', 0.01)
-    """
-    class_name = str(config.get("class_name", "")).split(">")[-1]
-    inner = {OPTIMIZER_ARGUMENT_RENAMES.get(k, k): v for k, v in (config.get("config") or {}).items()
-             if k not in TF_KERAS_ONLY_OPTIMIZER_ARGUMENTS}
-    decay = inner.pop("decay", 0.0) or 0.0
-    if decay:
-        inner["learning_rate"] = {"module": "keras.optimizers.schedules", "class_name": "InverseTimeDecay", "registered_name": None,
-                                  "config": {"initial_learning_rate": inner.get("learning_rate", 0.01), "decay_steps": 1,
-                                             "decay_rate": decay, "staircase": False}}
-    return {"module": "keras.optimizers", "class_name": class_name, "config": inner, "registered_name": None}
-
-
 # Keras 1 kept a recurrent layer's weights per gate ("gru_1_W_z:0", "gru_1_U_z:0", "gru_1_b_z:0", ...);
 # Keras 2+ concatenate them along the last axis, gates in this order.
 KERAS1_GATES = {"GRU": ("z", "r", "h"), "LSTM": ("i", "f", "c", "o")}
@@ -524,34 +478,3 @@ def keras1_weights(class_name: str, names: list[str], values: list, *, channels_
         return [np.concatenate([by_name[(kind, gate)] for gate in gates], axis=-1) for kind in ("W", "U", "b")]
     except KeyError as exc:
         raise ValueError(f"Keras 1 {class_name} weights {names[:3]}...: no {exc.args[0]}") from None
-
-
-# A TensorFlow checkpoint of a tf.keras 2.11+ optimizer lists its state as "optimizer/_variables/N"
-# in creation order: iterations first, then each optimizer's slots either per variable
-# ("interleaved": m0, v0, m1, v1, ...) or per kind ("grouped": all velocities, then all momentums).
-# The kinds are named as Keras 3 names them; only the kinds the optimizer has are present.
-TF_KERAS_CHECKPOINT_SLOT_ORDER = {
-    "Adam": ("interleaved", ("momentum", "velocity", "velocity_hat")),
-    "AdamW": ("interleaved", ("momentum", "velocity", "velocity_hat")),
-    "Nadam": ("interleaved", ("momentum", "velocity")),
-    "Adamax": ("interleaved", ("m", "norm")),
-    "SGD": ("interleaved", ("momentum",)),
-    "RMSprop": ("grouped", ("velocity", "momentum", "average_gradient")),
-    "Adagrad": ("interleaved", ("accumulator",)),
-}
-
-
-def checkpoint_slot_order(optimizer_class: str, kinds_present: list[str], variables: int) -> list[tuple[int, str]] | None:
-    """For each saved slot after iterations, (trainable variable index, kind); None if the optimizer is unknown.
-
-    Example:
-        >>> checkpoint_slot_order("Adam", ["momentum", "velocity"], 2)
-        [(0, 'momentum'), (0, 'velocity'), (1, 'momentum'), (1, 'velocity')]
-    """
-    if optimizer_class not in TF_KERAS_CHECKPOINT_SLOT_ORDER:
-        return None
-    layout, kinds = TF_KERAS_CHECKPOINT_SLOT_ORDER[optimizer_class]
-    kinds = [k for k in kinds if k in kinds_present]
-    if layout == "interleaved":
-        return [(i, k) for i in range(variables) for k in kinds]
-    return [(i, k) for k in kinds for i in range(variables)]

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from .. import _keras, errors, translation
+from .. import optimizer_translation as opt
 from . import _hdf5
 from .base import MODEL, Format, apply_manifest, model_from_stored_architecture, summary
 
@@ -67,7 +68,7 @@ def compile_from_training_config(model, training: dict, path, custom_objects) ->
     utils = _keras.legacy_saving_utils()
     training = translation.canonical_training_config(training)  # "mse" -> "mean_squared_error": Keras 3 reads only these
     if isinstance(training.get("optimizer_config"), dict):
-        training = dict(training, optimizer_config=translation.upgrade_optimizer_config(training["optimizer_config"]))
+        training = dict(training, optimizer_config=opt.upgrade_optimizer_config(training["optimizer_config"]))
     try:
         model.compile(**utils.compile_args_from_training_config(training, custom_objects))
     except (ValueError, TypeError, KeyError) as exc:
@@ -103,38 +104,57 @@ def restore_optimizer(model, f, path, custom_objects, manifest: dict | None) -> 
     _keras.ensure_optimizer_built(model)
     optimizer = model.optimizer
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs.get("weight_names", [])]
-    if len(names) == len(values) and any(translation.optimizer_slot(n) for n in names):
-        _restore_tf_keras_slots(model, names, values, path)
+    if len(names) != len(values):
+        names = [f"array {i}" for i in range(len(values))]
+    if any(opt.optimizer_slot(n) for n in names):
+        _restore_named_slots(optimizer, model.trainable_variables, names, values, path)
         return
-    if [tuple(v.shape) for v in optimizer.variables] != [tuple(np.shape(v)) for v in values]:
-        warnings.warn(
-            f"{path}: the saved optimizer state ({len(values)} arrays) does not match "
-            f"{type(optimizer).__name__}'s {len(optimizer.variables)} variables; it starts fresh",
-            stacklevel=4,
-        )
+    if [tuple(v.shape) for v in optimizer.variables] == [tuple(np.shape(v)) for v in values]:
+        pairs, dropped = list(zip(optimizer.variables, values)), []  # Keras 3 wrote them: its own order
+    elif str(_hdf5.attr_text(f, "keras_version") or "").split(".")[0] in ("1", "2"):
+        targets, dropped = opt.keras2_optimizer_targets(optimizer, model.trainable_variables, names,
+                                                        [tuple(np.shape(v)) for v in values])
+        pairs = [(t, v) for t, v in zip(targets, values) if t is not None]
+    else:
+        pairs, dropped = [], [f"{len(values)} arrays for {len(optimizer.variables)} variables"]
+    if dropped:
+        warnings.warn(f"{path}: the saved optimizer state does not map onto {type(optimizer).__name__}'s "
+                      f"variables ({dropped[0]}); it starts fresh", stacklevel=4)
         return
-    for variable, value in zip(optimizer.variables, values):
-        variable.assign(value)
+    for variable, value in pairs:
+        variable.assign(np.asarray(value).astype(str(variable.dtype)))
 
 
-def _restore_tf_keras_slots(model, names: list[str], values: list, path) -> None:
+# Optimizer hyperparameters tf.keras 2's legacy optimizers kept as weights ("Adam/beta_1:0"):
+# their values come back with the training config, so they are not state to carry.
+_HYPERPARAMETERS = ("beta_1", "beta_2", "decay", "rho", "momentum", "epsilon", "initial_accumulator_value",
+                    "learning_rate_power", "l1_regularization_strength", "l2_regularization_strength")
+
+
+def _restore_named_slots(optimizer, trainable, names: list[str], values: list, path) -> None:
     """Put tf.keras 2 optimizer slots (named by layer and variable) into Keras 3's slots."""
-    optimizer = model.optimizer
-    by_name = {v.name: v for v in optimizer.variables}
-    placed, dropped = 0, []
+    dropped = []
     for name, value in zip(names, values):
-        if name.split(":")[0].split("/")[-1] in ("iteration", "iter"):
+        base = name.split(":")[0].split("/")
+        if base[-1] in ("iteration", "iter", "iterations"):
             optimizer.iterations.assign(np.asarray(value, dtype=str(optimizer.iterations.dtype)))
-            placed += 1
             continue
-        slot = translation.optimizer_slot(name)
-        targets = [v for v in model.trainable_variables if slot and (v.path == slot[2] or v.path.endswith("/" + slot[2]))]
-        target = by_name.get(f"{targets[0].path.replace('/', '_')}_{slot[1]}") if len(targets) == 1 else None
+        if base[-1] in ("momentum_cache", "m_schedule") and hasattr(optimizer, "_u_product"):
+            optimizer._u_product.assign(np.asarray(value, dtype=str(optimizer._u_product.dtype)))  # Nadam's schedule product
+            continue
+        if len(base) == 2 and base[-1] in ("learning_rate", "lr"):
+            if hasattr(getattr(optimizer, "_learning_rate", None), "assign"):  # a schedule has nowhere to put it
+                optimizer._learning_rate.assign(np.asarray(value, dtype=str(optimizer._learning_rate.dtype)))
+            continue
+        if len(base) == 2 and base[-1] in _HYPERPARAMETERS:
+            continue
+        slot = opt.optimizer_slot(name)
+        targets = [v for v in trainable if slot and (v.path == slot[2] or v.path.endswith("/" + slot[2]))]
+        target = opt.slot_variable(optimizer, targets[0], slot[1]) if len(targets) == 1 else None
         if target is None or tuple(target.shape) != tuple(np.shape(value)):
             dropped.append(name)
             continue
         target.assign(np.asarray(value))
-        placed += 1
     if dropped:
         warnings.warn(f"{path}: {len(dropped)} of {len(names)} optimizer arrays have no place in "
                       f"{type(optimizer).__name__} (first: {dropped[0]}); those slots start fresh", stacklevel=5)

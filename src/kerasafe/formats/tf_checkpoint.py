@@ -251,7 +251,8 @@ def restore_optimizer(model, prefix: pathlib.Path, entries: dict[str, Entry] | N
     """Put a tf.keras 2 checkpoint's optimizer state into ``model.optimizer``; warn and keep fresh slots when they do not map."""
     import warnings
 
-    from .. import _keras, translation
+    from .. import _keras
+    from .. import optimizer_translation as opt
 
     entries = entries if entries is not None else read_index(prefix.with_name(prefix.name + ".index"))
     base = f"{_strip_root(entries)}optimizer/"
@@ -274,14 +275,12 @@ def restore_optimizer(model, prefix: pathlib.Path, entries: dict[str, Entry] | N
     if rate is not None and hasattr(variable, "assign"):  # a schedule has no variable to put it in
         variable.assign(read_tensor(rate, shards, prefix).astype(str(variable.dtype)))
     trainable = model.trainable_variables
-    by_name = {v.name: v for v in optimizer.variables}
 
-    def slot(index: int, kind: str):  # Keras 3 names a slot "<variable path with _>_<kind>"
-        return by_name.get(f"{trainable[index].path.replace('/', '_')}_{kind}")
+    def slot(index: int, kind: str):
+        return opt.slot_variable(optimizer, trainable[index], kind)
 
-    kinds = [k for k in ("momentum", "velocity", "velocity_hat", "m", "norm", "average_gradient", "accumulator")
-             if trainable and slot(0, k) is not None]
-    order = translation.checkpoint_slot_order(type(optimizer).__name__, kinds, len(trainable)) or []
+    kinds = [k for k in opt.SLOT_KINDS if trainable and slot(0, k) is not None]
+    order = opt.checkpoint_slot_order(type(optimizer).__name__, kinds, len(trainable)) or []
     targets = [slot(index, kind) for index, kind in order]
     if len(targets) != len(slots) or any(t is None or tuple(t.shape) != e.shape for t, e in zip(targets, slots)):
         warnings.warn(f"{prefix}: the checkpoint's {len(slots)} optimizer slot arrays do not map onto "
