@@ -298,6 +298,65 @@ def capture_state(model, *, skip_optimizer=False, reuse=()) -> tuple[list[StateE
     return store.entries, files
 
 
+@functools.cache
+def _direct_store_class():
+    lib = saving_lib()
+
+    class DirectStore(lib.H5IOStore):
+        # A subclass only because Keras's _load_state accepts nothing but its own store
+        # types. It answers Keras's get/keys/[] from a table of dataset offsets and reads
+        # each array when Keras asks for it, so one array at a time is in flight.
+        def __init__(self, h5, refs, reader):
+            self.h5_file, self.mode, self._reader = h5, "r", reader
+            self._groups: dict[str, dict] = {}
+            for name, ref in refs.items():
+                group, _, key = name.rpartition("/")
+                self._groups.setdefault(group, {})[key] = ref
+            self._group: dict = {}
+
+        def __bool__(self):
+            return True
+
+        def get(self, path):
+            group = f"{path}/vars" if path else "vars"
+            if group not in self._groups and "_layer_checkpoint_dependencies" in self.h5_file:  # tf.keras 2.13 layout
+                group = group.replace("layers", "_layer_checkpoint_dependencies")
+            self._group = self._groups.get(group, {})
+            return self
+
+        def __len__(self):
+            return len(self._group)
+
+        def keys(self):
+            return self._group.keys()
+
+        def __contains__(self, key):
+            return key in self._group
+
+        def __getitem__(self, key):
+            return self._reader.read(self._group[key], self.h5_file)
+
+        def has_path(self, path):
+            return path in self.h5_file
+
+        def close(self):
+            pass
+
+    return DirectStore
+
+
+def load_state_direct(model, h5, refs, reader, assets_store=None, *, skip_mismatch=False) -> None:
+    """Keras's own walk over ``model``'s state, fed from offsets (formats._direct); ValueError on a misfit."""
+    lib = saving_lib()
+    failed, messages = set(), {}
+    lib._load_state(
+        model, weights_store=_direct_store_class()(h5, refs, reader), assets_store=assets_store, inner_path="",
+        skip_mismatch=skip_mismatch, visited_saveables=set(), failed_saveables=failed, error_msgs=messages,
+    )
+    if failed:
+        lib._raise_loading_failure(messages, warn_only=skip_mismatch)
+
+
 def load_state_h5(model, h5_source, *, skip_mismatch=False) -> None:
     """Read Keras 3's ``.weights.h5`` layout (a path or BytesIO) into ``model``.
 

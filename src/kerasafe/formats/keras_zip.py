@@ -7,18 +7,21 @@ Members (stored, not compressed, as Keras writes them): ``metadata.json``,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import io
 import json
+import os
 import pathlib
 import posixpath
 import re
+import tempfile
 import zipfile
 
 from .. import _keras, errors, storage
 from .. import manifest as manifest_mod
-from . import _hdf5
+from . import _direct, _hdf5
 from .base import MODEL, Format, apply_manifest, keras_failure, refuse_code, summary
 
 CONFIG = "config.json"
@@ -73,11 +76,42 @@ def check_weights_member(zf: zipfile.ZipFile, path) -> None:
     """The HDF5 member's links and declared dataset sizes, checked from its headers before Keras reads it."""
     if WEIGHTS_H5 not in zf.namelist():
         return
+    with weights_h5(zf, path) as (h5, _):
+        _hdf5.reject_external_links(h5, path)
+
+
+def member_window(zf: zipfile.ZipFile, raw, info: zipfile.ZipInfo, path) -> _direct.FileWindow:
+    """The bytes of a stored (uncompressed) member, as a window on the open archive file ``raw``."""
+    # zipfile keeps where a member's local header starts, not where its data starts:
+    # the local header (30 bytes + name + extra field) says that.
+    header = os.pread(raw.fileno(), 30, info.header_offset)
+    if len(header) < 30 or header[:4] != b"PK\x03\x04":
+        raise errors.CorruptFileError(path, f"a zip local header for '{info.filename}'", "other bytes", "the file is corrupt; save the model again")
+    start = info.header_offset + 30 + int.from_bytes(header[26:28], "little") + int.from_bytes(header[28:30], "little")
+    size = os.fstat(raw.fileno()).st_size
+    if start + info.file_size > size:
+        raise errors.CorruptFileError(path, f"member '{info.filename}' of {info.file_size:,} bytes inside the file",
+                                      f"a file of {size:,} bytes", "the file is truncated; save the model again")
+    return _direct.FileWindow(raw.fileno(), start, info.file_size)
+
+
+@contextlib.contextmanager
+def weights_h5(zf: zipfile.ZipFile, path):
+    """``(h5py file, window)`` over the weights member; the window (no CRC on every seek) when it is stored.
+
+    Damaged HDF5 headers (h5py raises OSError or RuntimeError) become CorruptFileError.
+    """
+    info = zf.getinfo(WEIGHTS_H5)
     try:
-        with zf.open(WEIGHTS_H5) as member, _hdf5.h5py.File(member, "r") as h5:
-            _hdf5.reject_external_links(h5, path)
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:  # damaged bytes: HDF5 or the zip's CRC says so
-        raise errors.CorruptFileError(path, f"an intact HDF5 member '{WEIGHTS_H5}'", f"damaged data ({exc})", "the file is corrupt; save the model again") from None
+        if info.compress_type == zipfile.ZIP_STORED:
+            with open(path, "rb") as raw, member_window(zf, raw, info, path) as window, _hdf5.h5py.File(window, "r") as h5:
+                yield h5, window
+        else:
+            with zf.open(WEIGHTS_H5) as member, _hdf5.h5py.File(member, "r") as h5:
+                yield h5, None
+    except (OSError, RuntimeError, zipfile.BadZipFile, EOFError) as exc:  # damaged bytes: HDF5 or the zip's CRC says so
+        raise errors.CorruptFileError(path, f"an intact HDF5 member '{WEIGHTS_H5}'", f"damaged data ({str(exc)[:160]})",
+                                      "the file is corrupt; save the model again") from None
 
 
 def hash_member(zf: zipfile.ZipFile, name: str) -> str:
@@ -173,17 +207,56 @@ class KerasZipFormat(Format):
         write_snapshot(snapshot(model, manifest, include_optimizer=include_optimizer), target)
 
     def read(self, path, *, compile, safe_mode, custom_objects):
-        lib = _keras.saving_lib()
         with open_archive(path) as zf:
             manifest = read_manifest(zf, path)
+            config_json = read_member(zf, CONFIG, path)
+            refuse_code(json.loads(config_json), path, safe_mode)
+            if WEIGHTS_H5 in zf.namelist() and zf.getinfo(WEIGHTS_H5).compress_type == zipfile.ZIP_STORED:
+                try:
+                    return self._read_direct(zf, path, config_json, manifest, compile, safe_mode, custom_objects), manifest
+                except (ValueError, TypeError, KeyError) as exc:
+                    raise keras_failure(path, exc, "a .keras model Keras can rebuild") from None
             check_weights_member(zf, path)
-            refuse_code(json.loads(read_member(zf, CONFIG, path)), path, safe_mode)
+        # A compressed or .npz weights member (not what Keras writes): Keras's own reader.
         try:
             with open(path, "rb") as f:
-                model = lib._load_model_from_fileobj(f, custom_objects, compile, safe_mode)
+                model = _keras.saving_lib()._load_model_from_fileobj(f, custom_objects, compile, safe_mode)
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, TypeError) as exc:
             raise keras_failure(path, exc, "a .keras model Keras can rebuild") from None
         return model, manifest
+
+    def _read_direct(self, zf, path, config_json, manifest, compile, safe_mode, custom_objects):
+        """Build the model from config.json and read each weight from its offset in the archive.
+
+        Keras's loader copies the whole HDF5 member out first (into memory, or to a
+        temporary file, which with kerasafe's extra member means extracting the whole
+        archive); here nothing is copied, one array at a time is read, and the member's
+        bytes are hashed on the way (the manifest's xxh3, else the zip's CRC-32).
+        """
+        lib = _keras.saving_lib()
+        info = zf.getinfo(WEIGHTS_H5)
+        recorded = ((manifest or {}).get("hashes") or {}).get(WEIGHTS_H5)
+        expected = recorded if str(recorded).startswith(storage.HASH_ALGORITHM + ":") else ("crc32", info.CRC)
+        assets_dir = None
+        with weights_h5(zf, path) as (h5, window):
+            _hdf5.reject_external_links(h5, path)
+            refs = _direct.layout(h5, window, path)
+            reader = _direct.SequentialReader(window, path, expected)
+            try:
+                model = lib._model_from_config(config_json, custom_objects, compile, safe_mode)
+                assets = [n for n in zf.namelist() if n.startswith("assets/")]
+                if assets:  # only the assets are extracted (Keras's store would extract every member)
+                    assets_dir = tempfile.TemporaryDirectory(prefix="kerasafe-assets-")
+                    zf.extractall(assets_dir.name, members=assets)
+                    assets_store = lib.DiskIOStore(os.path.join(assets_dir.name, "assets"), mode="r")
+                else:
+                    assets_store = None
+                _keras.load_state_direct(model, h5, refs, reader, assets_store)
+                reader.finish()
+            finally:
+                if assets_dir is not None:
+                    assets_dir.cleanup()
+        return model
 
     def read_weights(self, model, path, *, by_name, skip_mismatch):
         with open_archive(path) as zf:
@@ -202,7 +275,7 @@ class KerasZipFormat(Format):
             if WEIGHTS_H5 in zf.namelist() and not (manifest and manifest.get("layers")):
                 # Stored members are plain bytes inside the zip; h5py reads them through the
                 # member's file object without extracting anything.
-                with zf.open(WEIGHTS_H5) as member, _hdf5.h5py.File(member, "r") as h5:
+                with weights_h5(zf, path) as (h5, _):
                     result.update(keras3_weights_overview(h5, config))
             result["optimizer"] = _optimizer_from_config(config)
             result["members"] = {i.filename: i.file_size for i in zf.infolist()}

@@ -1,0 +1,173 @@
+"""Reading HDF5 weights straight from their byte offsets, checked and hashed as they pass.
+
+h5py reads a dataset through HDF5's own I/O layer, and from inside a zip member
+through Python's zipfile, which recomputes the CRC-32 on every seek (seconds per
+GiB). But Keras writes each weight as a contiguous, unfiltered dataset: its bytes
+sit at one offset in the file. Here h5py reads only the headers (through
+:class:`FileWindow`, a plain window on the file), and each array's bytes are read
+with one ``os.preadv`` into a preallocated NumPy array. No library reads an HDF5
+dataset this way, hence this module.
+
+Every offset and size is checked against the window's length before anything is
+allocated or read, and the window's bytes are hashed in file order as they are read
+(the gaps between datasets too), so damage is found without a second pass.
+
+Example:
+    >>> import h5py, numpy as np, tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "w.h5")
+    >>> with h5py.File(path, "w") as f:
+    ...     _ = f.create_dataset("layers/d/vars/0", data=np.arange(6, dtype="float32").reshape(2, 3))
+    >>> with open(path, "rb") as raw, FileWindow(raw.fileno(), 0, os.path.getsize(path)) as window:
+    ...     with h5py.File(window, "r") as h5:
+    ...         refs = layout(h5, window, path)
+    ...         reader = SequentialReader(window, path)
+    ...         reader.read(refs["layers/d/vars/0"], h5).tolist()
+    [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import zlib
+
+import h5py
+import numpy as np
+
+from .. import errors, storage
+
+
+class FileWindow(io.RawIOBase):
+    """A read-only, seekable view of ``length`` bytes at ``start`` of an open file (no copy, no CRC)."""
+
+    def __init__(self, fd: int, start: int, length: int):
+        super().__init__()
+        self.fd, self.start, self.length, self._pos = fd, start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.length}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        want = max(0, min(len(view), self.length - self._pos))
+        got = os.preadv(self.fd, [view[:want]], self.start + self._pos) if want else 0
+        self._pos += got
+        return got
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetRef:
+    name: str
+    shape: tuple
+    dtype: np.dtype
+    offset: int | None  # within the window; None: read through h5py (chunked, compact, filtered, ...)
+    nbytes: int
+
+
+def layout(h5: h5py.File, window: FileWindow, path) -> dict[str, DatasetRef]:
+    """Every dataset of ``h5`` with where its bytes are, each checked to lie inside ``window``."""
+    refs: dict[str, DatasetRef] = {}
+
+    def visit(name, obj):
+        if not isinstance(obj, h5py.Dataset):
+            return
+        nbytes = int(obj.size) * obj.dtype.itemsize
+        offset = None
+        plain = obj.dtype.kind in "biufc" and obj.chunks is None and not obj.compression and "dtype" not in obj.attrs
+        if plain and nbytes:
+            offset = obj.id.get_offset()
+        if nbytes > window.length + 4096 and (offset is not None or not obj.compression):
+            raise errors.CorruptFileError(path, "datasets that fit inside the file",
+                                          f"dataset '{name}' declaring {nbytes:,} bytes in {window.length:,}",
+                                          "the file is damaged or made to exhaust memory; do not load it")
+        if offset is not None and (offset < 0 or offset + nbytes > window.length):
+            raise errors.CorruptFileError(path, f"dataset '{name}' inside the file",
+                                          f"its {nbytes:,} bytes at offset {offset:,} past the end ({window.length:,} bytes)",
+                                          "the file is truncated or damaged; save the model again")
+        refs[name] = DatasetRef(name, tuple(obj.shape), obj.dtype, offset, nbytes)
+
+    h5.visititems(visit)
+    return refs
+
+
+class SequentialReader:
+    """Reads datasets at their offsets and hashes the window's bytes in order as it goes.
+
+    ``expected``: ``"xxh3_128:<hex>"`` (kerasafe's manifest) or ``("crc32", value)``
+    (the zip's own check), or None to check nothing. Reads that arrive out of file order
+    are still served; :meth:`finish` then hashes the whole window in one more pass.
+    """
+
+    def __init__(self, window: FileWindow, path, expected=None):
+        self.window, self.path, self.expected = window, path, expected
+        self._crc = isinstance(expected, tuple)
+        self._hasher = None if self._crc else storage.new_hasher()
+        self._crc_value = 0
+        self._pos = 0
+        self._in_order = True
+
+    def _hash(self, data) -> None:
+        if self._crc:
+            self._crc_value = zlib.crc32(data, self._crc_value)
+        else:
+            self._hasher.update(data)
+
+    def _hash_span(self, start: int, end: int) -> None:
+        buffer = bytearray(min(storage._CHUNK, max(0, end - start)))
+        while start < end:
+            view = memoryview(buffer)[: min(len(buffer), end - start)]
+            got = os.preadv(self.window.fd, [view], self.window.start + start)
+            if got <= 0:
+                raise errors.CorruptFileError(self.path, f"{self.window.length:,} bytes of weights", f"the file ends at {start:,}",
+                                              "the file is truncated; save the model again")
+            self._hash(view[:got])
+            start += got
+
+    def read(self, ref: DatasetRef, h5: h5py.File) -> np.ndarray:
+        if ref.offset is None:
+            value = h5[ref.name][()]
+            return value if isinstance(value, np.ndarray) else np.asarray(value)
+        array = np.empty(ref.shape, ref.dtype)
+        view = memoryview(array).cast("B") if array.ndim else memoryview(array.reshape(1)).cast("B")
+        if self.expected is not None and self._in_order and ref.offset >= self._pos:
+            self._hash_span(self._pos, ref.offset)
+        elif ref.offset < self._pos:
+            self._in_order = False
+        done = 0
+        while done < ref.nbytes:
+            got = os.preadv(self.window.fd, [view[done:]], self.window.start + ref.offset + done)
+            if got <= 0:
+                raise errors.CorruptFileError(self.path, f"dataset '{ref.name}' ({ref.nbytes:,} bytes)", "the file ends inside it",
+                                              "the file is truncated; save the model again")
+            done += got
+        if self.expected is not None and self._in_order:
+            self._hash(view)
+            self._pos = ref.offset + ref.nbytes
+        return array
+
+    def finish(self) -> None:
+        """Hash what was not read and compare; CorruptFileError when the bytes are not what was written."""
+        if self.expected is None:
+            return
+        if not self._in_order:
+            self.__init__(self.window, self.path, self.expected)
+        self._hash_span(self._pos, self.window.length)
+        if self._crc:
+            ok = self._crc_value == self.expected[1]
+        else:
+            ok = f"{storage.HASH_ALGORITHM}:{self._hasher.hexdigest()}" == self.expected
+        if not ok:
+            raise errors.CorruptFileError(self.path, "weights whose bytes match what was written", "a different hash (damaged bytes)",
+                                          "the file is corrupt; restore it from a copy or save the model again")

@@ -1,0 +1,97 @@
+"""The direct-offset read path of .keras files: exact, checked against the file's length, hashed."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+import kerasafe as ks
+from kerasafe import errors
+from kerasafe.formats import _direct
+
+
+def _model():
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(32), keras.layers.BatchNormalization(), keras.layers.Dense(3)])
+    model.compile("adam", "mse")
+    model.fit(np.ones((8, 6)), np.ones((8, 3)), verbose=0)
+    return model
+
+
+def _dataset_span(path, name="layers/dense/vars/0"):
+    """Absolute file offset and size of a dataset inside the archive's weights member."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("model.weights.h5")
+        start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+        with zf.open(info) as member, h5py.File(member) as h5:
+            ds = h5[name]
+            return start + ds.id.get_offset(), ds.size * ds.dtype.itemsize
+
+
+@pytest.mark.parametrize("writer", ["kerasafe", "keras"])
+def test_direct_read_gives_every_variable_bitwise(tmp_path, writer):
+    model = _model()
+    path = tmp_path / "m.keras"
+    ks.save(model, path) if writer == "kerasafe" else keras.saving.save_model(model, path)
+    loaded = ks.load(path)
+    for a, b in zip(model.weights + model.optimizer.variables, loaded.weights + loaded.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("writer", ["kerasafe", "keras"])
+def test_damaged_weight_bytes_are_caught_by_the_hash_on_the_way(tmp_path, writer):
+    """Bytes inside a kernel (not the HDF5 headers): kerasafe's xxh3, or for a Keras file the zip's CRC-32."""
+    path = tmp_path / "m.keras"
+    ks.save(_model(), path) if writer == "kerasafe" else keras.saving.save_model(_model(), path)
+    offset, size = _dataset_span(path)
+    with open(path, "r+b") as f:
+        f.seek(offset + size // 2)
+        f.write(b"\x00\x01\x02\x03")
+    with pytest.raises(errors.CorruptFileError, match="m.keras.*match what was written.*different hash"):
+        ks.load(path)
+
+
+def test_a_dataset_past_the_end_of_its_window_is_refused_before_reading(tmp_path):
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("vars/0", data=np.zeros((256, 256), "float32"))
+    size = os.path.getsize(path)
+    with open(path, "rb") as raw, _direct.FileWindow(raw.fileno(), 0, size - 1000) as window, h5py.File(path) as h5:
+        with pytest.raises(errors.CorruptFileError, match=r"past the end"):
+            _direct.layout(h5, window, path)
+
+
+def test_a_header_declaring_more_than_the_file_holds_is_refused(tmp_path):
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("vars/0", shape=(2**20, 2**20), dtype="float32")  # declared, never written
+    size = os.path.getsize(path)
+    with open(path, "rb") as raw, _direct.FileWindow(raw.fileno(), 0, size) as window, h5py.File(path) as h5:
+        with pytest.raises(errors.CorruptFileError, match="declaring"):
+            _direct.layout(h5, window, path)
+
+
+def test_a_compressed_member_still_loads_through_keras(tmp_path):
+    model = _model()
+    path = tmp_path / "m.keras"
+    ks.save(model, path)
+    packed = tmp_path / "packed.keras"
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    np.testing.assert_array_equal(np.asarray(ks.load(packed).weights[0]), np.asarray(model.weights[0]))
+
+
+def test_an_archive_with_assets_loads_them(tmp_path):
+    layer = keras.layers.StringLookup()
+    layer.adapt(np.array([["a"], ["b"], ["c"], ["b"]]))  # an adapted vocabulary is saved as an asset
+    model = keras.Sequential([keras.Input((1,), dtype="string"), layer])
+    ks.save(model, tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as zf:
+        assert any(n.startswith("assets/") for n in zf.namelist())
+    loaded = ks.load(tmp_path / "m.keras")
+    assert loaded.layers[-1].get_vocabulary() == layer.get_vocabulary()
