@@ -114,7 +114,12 @@ def weights_h5(zf: zipfile.ZipFile, path):
                                       "the file is corrupt; save the model again") from None
 
 
-def hash_member(zf: zipfile.ZipFile, name: str) -> str:
+def hash_member(zf: zipfile.ZipFile, name: str, path=None) -> str:
+    """xxh3 of a member's bytes: read straight from the file when stored (zipfile would add a CRC-32 pass)."""
+    info = zf.getinfo(name)
+    if path is not None and info.compress_type == zipfile.ZIP_STORED:
+        with open(path, "rb") as raw, member_window(zf, raw, info, path) as window:
+            return storage.hash_stream(window, info.file_size)
     with zf.open(name) as f:
         return storage.hash_stream(f)
 
@@ -243,15 +248,17 @@ class KerasZipFormat(Format):
             refs = _direct.layout(h5, window, path)
             reader = _direct.SequentialReader(window, path, expected)
             try:
-                model = lib._model_from_config(config_json, custom_objects, compile, safe_mode)
-                assets = [n for n in zf.namelist() if n.startswith("assets/")]
-                if assets:  # only the assets are extracted (Keras's store would extract every member)
-                    assets_dir = tempfile.TemporaryDirectory(prefix="kerasafe-assets-")
-                    zf.extractall(assets_dir.name, members=assets)
-                    assets_store = lib.DiskIOStore(os.path.join(assets_dir.name, "assets"), mode="r")
-                else:
-                    assets_store = None
-                _keras.load_state_direct(model, h5, refs, reader, assets_store)
+                # Variables are created empty and get their first value from the file (JAX).
+                with _keras.variables_filled_by_loading() as built:
+                    model = _keras.model_from_config_json(config_json, custom_objects, compile, safe_mode, built)
+                    assets = [n for n in zf.namelist() if n.startswith("assets/")]
+                    if assets:  # only the assets are extracted (Keras's store would extract every member)
+                        assets_dir = tempfile.TemporaryDirectory(prefix="kerasafe-assets-")
+                        zf.extractall(assets_dir.name, members=assets)
+                        assets_store = lib.DiskIOStore(os.path.join(assets_dir.name, "assets"), mode="r")
+                    else:
+                        assets_store = None
+                    _keras.load_state_direct(model, h5, refs, reader, assets_store)
                 reader.finish()
             finally:
                 if assets_dir is not None:
@@ -291,8 +298,8 @@ class KerasZipFormat(Format):
                     out[name] = "missing"
                     continue
                 try:
-                    out[name] = "ok" if hash_member(zf, name) == expected else "mismatch"
-                except (zipfile.BadZipFile, OSError, EOFError):
+                    out[name] = "ok" if hash_member(zf, name, path) == expected else "mismatch"
+                except (zipfile.BadZipFile, OSError, EOFError, errors.CorruptFileError):
                     out[name] = "mismatch"
             return out
 
