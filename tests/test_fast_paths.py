@@ -95,3 +95,63 @@ def test_an_archive_with_assets_loads_them(tmp_path):
         assert any(n.startswith("assets/") for n in zf.namelist())
     loaded = ks.load(tmp_path / "m.keras")
     assert loaded.layers[-1].get_vocabulary() == layer.get_vocabulary()
+
+
+# --- .safetensors: written front to back by kerasafe, read at offsets ---------------------------
+
+def test_kerasafe_safetensors_file_is_what_the_safetensors_library_reads(tmp_path):
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+
+    model = _model()
+    ks.save(model, tmp_path / "m.safetensors")
+    tensors = load_file(str(tmp_path / "m.safetensors"))
+    assert len(tensors) == len(model.weights)
+    for w in model.weights:
+        np.testing.assert_array_equal(tensors[w.path], np.asarray(w))
+        assert tensors[w.path].shape == tuple(w.shape)  # scalars stay scalars
+    with safe_open(str(tmp_path / "m.safetensors"), framework="numpy") as f:
+        assert "kerasafe" in f.metadata()
+
+
+def _forge_header(path, change):
+    import json
+
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + length])
+    change(header)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + length:])
+
+
+@pytest.mark.parametrize("damage", ["offsets past the end", "size not matching the shape", "header longer than the file"])
+def test_a_safetensors_header_is_checked_against_the_file_before_reading(tmp_path, damage):
+    path = tmp_path / "m.safetensors"
+    ks.save(_model(), path)
+    if damage == "header longer than the file":
+        data = bytearray(path.read_bytes())
+        data[:8] = (len(data) * 4).to_bytes(8, "little")
+        path.write_bytes(bytes(data))
+    else:
+        def change(header):
+            entry = header[next(k for k in header if k.endswith("kernel"))]
+            if damage == "offsets past the end":
+                entry["data_offsets"] = [entry["data_offsets"][0], entry["data_offsets"][0] + 2**40]
+                entry["shape"] = [2**38]
+            else:
+                entry["shape"] = [entry["shape"][0] + 1, entry["shape"][1]]
+        _forge_header(path, change)
+    with pytest.raises(errors.CorruptFileError, match="m.safetensors"):
+        ks.load(path)
+
+
+def test_damaged_safetensors_bytes_are_caught(tmp_path):
+    path = tmp_path / "m.safetensors"
+    ks.save(_model(), path)
+    data = bytearray(path.read_bytes())
+    data[-50] ^= 0xFF  # inside the last tensor's bytes
+    path.write_bytes(bytes(data))
+    with pytest.raises(errors.CorruptFileError, match="hash does not match"):
+        ks.load(path)

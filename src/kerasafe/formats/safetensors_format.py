@@ -8,6 +8,9 @@ and whose ``weight_order`` maps tensors back to variables exactly.
 
 from __future__ import annotations
 
+import json
+import math
+import os
 
 import numpy as np
 
@@ -17,6 +20,90 @@ from .base import WEIGHTS, Format, apply_manifest, model_from_stored_architectur
 
 # Largest header this reader accepts; the format's reference reader uses the same cap.
 _MAX_HEADER = 100_000_000
+
+# safetensors dtype codes (the format's spec) for the NumPy dtypes Keras variables use.
+_CODES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64", "int32": "I32",
+          "int16": "I16", "int8": "I8", "uint64": "U64", "uint32": "U32", "uint16": "U16", "uint8": "U8", "bool": "BOOL"}
+_DTYPES = {code: name for name, code in _CODES.items()}
+
+
+def write_file(target, arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    """Write a safetensors file front to back from arrays as they are (no copies).
+
+    Written here rather than with ``safetensors.numpy.save_file``, which wants every
+    tensor as its own NumPy copy and buffers the file in its writer: this streams each
+    array's memory through :class:`storage.HashingFileWriter` (a writer thread, early
+    write-back, fsync). The layout is the format's: an 8-byte little-endian header
+    length, a JSON header (padded with spaces to 8 bytes), then the tensors' bytes.
+    """
+    header: dict = {"__metadata__": metadata}
+    offset = 0
+    for name, array in arrays.items():
+        code = _CODES.get(str(array.dtype))
+        if code is None:
+            raise TypeError(f"safetensors has no dtype for {array.dtype} (tensor '{name}')")
+        header[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with storage.HashingFileWriter(target) as out:
+        out.write(len(text).to_bytes(8, "little") + text)
+        for array in arrays.values():
+            if array.nbytes:
+                out.write(memoryview(np.require(array, requirements="C").reshape(-1)).cast("B"))
+
+
+def read_header(path) -> tuple[dict, int]:
+    """The header (names -> dtype, shape, offsets) and where the data starts; every entry checked against the file's size."""
+    def bad(found):
+        return errors.CorruptFileError(path, "a safetensors file", found, "the file is truncated or damaged; save it again")
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        length = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < length <= min(_MAX_HEADER, size - 8):
+            raise bad(f"a header length of {length:,} in a file of {size:,} bytes")
+        try:
+            header = json.loads(f.read(length))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise bad(f"an unreadable header ({exc})") from None
+    if not isinstance(header, dict):
+        raise bad("a header that is not a JSON object")
+    start = 8 + length
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            begin, end = (int(v) for v in entry["data_offsets"])
+            shape = tuple(int(v) for v in entry["shape"])
+            itemsize = np.dtype(_keras_dtype(entry["dtype"])).itemsize
+        except (KeyError, TypeError, ValueError):
+            raise bad(f"tensor '{name}' with an entry {str(entry)[:80]}") from None
+        if not 0 <= begin <= end <= size - start or end - begin != math.prod(shape) * itemsize:
+            raise bad(f"tensor '{name}' of shape {shape} at bytes {begin:,}..{end:,} of {size - start:,}")
+    return header, start
+
+
+def _keras_dtype(code: str):
+    name = _DTYPES[code]
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    return name
+
+
+def _read_tensor(fd: int, entry: dict, start: int) -> np.ndarray:
+    array = np.empty(tuple(entry["shape"]), _keras_dtype(entry["dtype"]))
+    view = memoryview(array.reshape(-1)).cast("B")
+    begin, done = entry["data_offsets"][0], 0
+    while done < len(view):
+        got = os.preadv(fd, [view[done:]], start + begin + done)
+        if got <= 0:
+            raise OSError("unexpected end of file")
+        done += got
+    return array
 
 
 def _safe_open(path):
@@ -57,13 +144,12 @@ class SafetensorsFormat(Format):
         self.write_weights(model, target, manifest)
 
     def write_weights(self, model, target, manifest):
-        from safetensors.numpy import save_file
-
         names = _unique_names(model.weights)
-        tensors = {n: np.asarray(_keras.to_numpy(w), order="C") for n, w in zip(names, model.weights)}
+        # Views of the variables' memory where the backend allows (nothing changes them during a save).
+        tensors = {n: np.require(_keras._host_view(w), requirements="C") for n, w in zip(names, model.weights)}
         hashes = {n: storage.hash_bytes(a) for n, a in tensors.items()}
         manifest = dict(manifest, hashes=hashes, weight_order=names)
-        save_file(tensors, str(target), metadata={manifest_mod.MANIFEST_KEY: manifest_mod.dumps(manifest)})
+        write_file(target, tensors, {manifest_mod.MANIFEST_KEY: manifest_mod.dumps(manifest)})
 
     def _manifest(self, f, path) -> dict | None:
         meta = f.metadata() or {}
@@ -79,29 +165,36 @@ class SafetensorsFormat(Format):
 
     def read_weights(self, model, path, *, by_name, skip_mismatch):
         variables = model.weights
-        with _safe_open(path) as f:
-            manifest = self._manifest(f, path)
-            keys = set(f.keys())
-            order = (manifest or {}).get("weight_order")
-            if order and not by_name:
-                if len(order) != len(variables):
-                    raise errors.WeightsMismatchError(
-                        path, f"{len(variables)} weights for model '{model.name}'", f"{len(order)} tensors",
-                        "load them into the model they were saved from, or pass by_name=True",
-                    )
-                pairs = list(zip(variables, order))
-            else:
-                # Files from other tools: match each variable by its path, the natural key.
-                names = _unique_names(variables)
-                pairs = [(v, n) for v, n in zip(variables, names) if n in keys]
-                missing = [n for n in names if n not in keys]
-                if missing and not (by_name or skip_mismatch):
-                    raise errors.WeightsMismatchError(
-                        path, f"a tensor named '{missing[0]}'", f"tensors {sorted(keys)[:4]}",
-                        "pass by_name=True to load the tensors whose names match, or skip_mismatch=True",
-                    )
+        header, start = read_header(path)
+        text = (header.get("__metadata__") or {}).get(manifest_mod.MANIFEST_KEY)
+        manifest = None if text is None else manifest_mod.loads(text, path)
+        keys = set(header) - {"__metadata__"}
+        order = (manifest or {}).get("weight_order")
+        if order and not by_name:
+            if len(order) != len(variables):
+                raise errors.WeightsMismatchError(
+                    path, f"{len(variables)} weights for model '{model.name}'", f"{len(order)} tensors",
+                    "load them into the model they were saved from, or pass by_name=True",
+                )
+            missing = [n for n in order if n not in keys]
+            if missing:
+                raise errors.CorruptFileError(path, f"tensor '{missing[0]}' (named in the manifest)", f"tensors {sorted(keys)[:4]}",
+                                              "the file was changed after saving; save it again")
+            pairs = list(zip(variables, order))
+        else:
+            # Files from other tools: match each variable by its path, the natural key.
+            names = _unique_names(variables)
+            pairs = [(v, n) for v, n in zip(variables, names) if n in keys]
+            missing = [n for n in names if n not in keys]
+            if missing and not (by_name or skip_mismatch):
+                raise errors.WeightsMismatchError(
+                    path, f"a tensor named '{missing[0]}'", f"tensors {sorted(keys)[:4]}",
+                    "pass by_name=True to load the tensors whose names match, or skip_mismatch=True",
+                )
+        hashes = (manifest or {}).get("hashes") or {}
+        with open(path, "rb") as f:
             for variable, key in pairs:
-                shape = tuple(f.get_slice(key).get_shape())
+                shape = tuple(header[key]["shape"])
                 if shape != tuple(variable.shape):
                     if skip_mismatch:
                         continue
@@ -109,7 +202,15 @@ class SafetensorsFormat(Format):
                         path, f"shape {tuple(variable.shape)} for '{variable.path}'", f"tensor '{key}' of shape {shape}",
                         "load into the model these weights were saved from, or pass skip_mismatch=True",
                     )
-                variable.assign(f.get_tensor(key).astype(str(variable.dtype), copy=False))
+                try:
+                    value = _read_tensor(f.fileno(), header[key], start)
+                except OSError as exc:
+                    raise errors.CorruptFileError(path, f"tensor '{key}'", f"an unreadable file ({exc})", "the file is damaged; save it again") from None
+                if key in hashes and storage.hash_bytes(value) != hashes[key]:  # xxh3: a fraction of the read
+                    raise errors.CorruptFileError(path, f"tensor '{key}' as it was saved", "different bytes (its hash does not match)",
+                                                  "the file is corrupt; restore it from a copy or save the model again")
+                variable.assign(value.astype(str(variable.dtype), copy=False))
+                del value  # one tensor in memory at a time
         _keras.finalize_loaded_state(model)
         return manifest
 
