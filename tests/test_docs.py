@@ -11,7 +11,8 @@ MODULES = [
     "kerasafe.translation", "kerasafe.api", "kerasafe.inspection", "kerasafe.demo",
     "kerasafe.checkpoint.store", "kerasafe.checkpoint.policy", "kerasafe.checkpoint.callback", "kerasafe.checkpoint.resume",
     "kerasafe.checkpoint.writer", "kerasafe.formats.keras_zip", "kerasafe.formats.tf_checkpoint", "kerasafe.upgrade",
-    "kerasafe.tf_ops", "kerasafe.optimizer_translation",
+    "kerasafe.tf_ops", "kerasafe.optimizer_translation", "kerasafe._keras_direct", "kerasafe.formats._direct",
+    "kerasafe.formats.safetensors_format",
 ]
 
 

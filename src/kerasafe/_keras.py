@@ -9,7 +9,6 @@ file to fix when Keras moves them.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import importlib.util
@@ -164,16 +163,6 @@ def compile_config(model) -> dict | None:
         return None if config is None else serialization_lib().serialize_dict(config)
 
 
-def save_state_h5(model, h5_target) -> None:
-    """Write ``model``'s state in Keras 3's ``.weights.h5`` layout to a path."""
-    lib = saving_lib()
-    store = lib.H5IOStore(h5_target, mode="w")
-    try:
-        lib._save_state(model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set())
-    finally:
-        store.close()
-
-
 @dataclasses.dataclass
 class StateEntry:
     """One group of Keras 3's weights layout: ``<path>/vars`` with its attributes and arrays."""
@@ -237,8 +226,9 @@ def _capture_store_class():
     class CaptureStore(lib.H5IOStore):
         # A subclass only because Keras's _save_state accepts nothing but its own store
         # types; it opens no file and keeps host copies in the order Keras walks them.
-        def __init__(self, reuse=()):
+        def __init__(self, reuse=(), copy=True):
             self.entries: list[StateEntry] = []
+            self._copy = copy
             self._spare = {(e.path, k): a for e in reuse for k, a in e.arrays}
             self._pending = ("", {})
             self._current = None
@@ -260,7 +250,8 @@ def _capture_store_class():
             if self._current is None:
                 self._open()
             spare = self._spare.pop((self._current.path, str(key)), None)
-            self._current.arrays.append((str(key), host_copy(value, into=spare)))
+            array = host_copy(value, into=spare) if self._copy else _host_view(value)
+            self._current.arrays.append((str(key), array))
 
         def __len__(self):
             return len(self._current.arrays) if self._current else 0
@@ -277,16 +268,18 @@ def _capture_store_class():
     return CaptureStore
 
 
-def capture_state(model, *, skip_optimizer=False, reuse=()) -> tuple[list[StateEntry], dict[str, bytes]]:
+def capture_state(model, *, skip_optimizer=False, reuse=(), copy=True) -> tuple[list[StateEntry], dict[str, bytes]]:
     """Host copies of everything Keras's ``.keras`` writer stores: weight groups and asset files.
 
     This is the only part of a save that must run while training waits; writing the
     copies to disk can then happen anywhere (see ``formats.keras_zip.write_snapshot``).
     ``reuse``: the entries of an earlier capture that nothing reads any more, whose
-    arrays are overwritten instead of allocating new ones.
+    arrays are overwritten instead of allocating new ones. ``copy=False``: views of the
+    variables' memory where the backend allows, for a save that finishes before the
+    model can change (no second copy of the model in memory).
     """
     lib = saving_lib()
-    store = _capture_store_class()(reuse)
+    store = _capture_store_class()(reuse, copy)
     assets = lib.DiskIOStore("assets", mode="w")
     skip = {id(model.optimizer)} if (skip_optimizer and getattr(model, "optimizer", None)) else set()
     try:
@@ -297,121 +290,6 @@ def capture_state(model, *, skip_optimizer=False, reuse=()) -> tuple[list[StateE
     finally:
         assets.close()
     return store.entries, files
-
-
-@functools.cache
-def _direct_store_class():
-    lib = saving_lib()
-
-    class DirectStore(lib.H5IOStore):
-        # A subclass only because Keras's _load_state accepts nothing but its own store
-        # types. It answers Keras's get/keys/[] from a table of dataset offsets and reads
-        # each array when Keras asks for it, so one array at a time is in flight.
-        def __init__(self, h5, refs, reader):
-            self.h5_file, self.mode, self._reader = h5, "r", reader
-            self._groups: dict[str, dict] = {}
-            for name, ref in refs.items():
-                group, _, key = name.rpartition("/")
-                self._groups.setdefault(group, {})[key] = ref
-            self._group: dict = {}
-
-        def __bool__(self):
-            return True
-
-        def get(self, path):
-            group = f"{path}/vars" if path else "vars"
-            if group not in self._groups and "_layer_checkpoint_dependencies" in self.h5_file:  # tf.keras 2.13 layout
-                group = group.replace("layers", "_layer_checkpoint_dependencies")
-            self._group = self._groups.get(group, {})
-            return self
-
-        def __len__(self):
-            return len(self._group)
-
-        def keys(self):
-            return self._group.keys()
-
-        def __contains__(self, key):
-            return key in self._group
-
-        def __getitem__(self, key):
-            return self._reader.read(self._group[key], self.h5_file)
-
-        def has_path(self, path):
-            return path in self.h5_file
-
-        def close(self):
-            pass
-
-    return DirectStore
-
-
-@contextlib.contextmanager
-def variables_filled_by_loading():
-    """Build models whose variables get their first value from the file, not from initializers.
-
-    On JAX, variables created inside Keras's StatelessScope are left unallocated until
-    assigned, so a model being loaded never holds a second, random copy of its weights
-    (for a 1 GiB model, 1 GiB of initializer work and memory). Whatever the file did
-    not fill is initialized normally on the way out. Other backends allocate a variable
-    when it is created, so for them this does nothing.
-    """
-    if keras().backend.backend() != "jax":
-        yield
-        return
-    from keras.src.backend.common import global_state
-    from keras.src.backend.common.stateless_scope import StatelessScope
-
-    before = len(global_state.get_global_attribute("uninitialized_variables") or [])
-    scope = StatelessScope()
-    entered = [True]
-
-    def end_scope():
-        if entered[0]:
-            scope.__exit__(None, None, None)
-            entered[0] = False
-
-    scope.__enter__()
-    try:
-        yield end_scope  # the caller ends the scope once the model is built, before loading values
-    finally:
-        end_scope()
-        pending = global_state.get_global_attribute("uninitialized_variables") or []
-        for variable in pending[before:]:
-            if variable._value is None:
-                variable._deferred_initialize()
-        global_state.set_global_attribute("uninitialized_variables", pending[:before])
-
-
-def model_from_config_json(config_json, custom_objects, compile, safe_mode, end_scope=None):
-    """Keras's ``_model_from_config``, with the model's variables created inside
-    :func:`variables_filled_by_loading` (``end_scope`` ends it) and compiled after,
-    since an optimizer allocates its step counter when it is constructed."""
-    lib = saving_lib()
-    if end_scope is None:
-        return lib._model_from_config(config_json, custom_objects, compile, safe_mode)
-    compile_config = json.loads(config_json).get("compile_config") if compile else None
-    model = lib._model_from_config(config_json, custom_objects, False, safe_mode)
-    end_scope()
-    if compile_config:
-        from keras.src.saving import object_registration, serialization_lib
-
-        with object_registration.CustomObjectScope(custom_objects), serialization_lib.SafeModeScope(safe_mode):
-            model.compile_from_config(compile_config)
-        model.compiled = True
-    return model
-
-
-def load_state_direct(model, h5, refs, reader, assets_store=None, *, skip_mismatch=False) -> None:
-    """Keras's own walk over ``model``'s state, fed from offsets (formats._direct); ValueError on a misfit."""
-    lib = saving_lib()
-    failed, messages = set(), {}
-    lib._load_state(
-        model, weights_store=_direct_store_class()(h5, refs, reader), assets_store=assets_store, inner_path="",
-        skip_mismatch=skip_mismatch, visited_saveables=set(), failed_saveables=failed, error_msgs=messages,
-    )
-    if failed:
-        lib._raise_loading_failure(messages, warn_only=skip_mismatch)
 
 
 def load_state_h5(model, h5_source, *, skip_mismatch=False) -> None:

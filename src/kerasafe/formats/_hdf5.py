@@ -122,6 +122,12 @@ def dataset_hashes(group: h5py.Group) -> dict[str, str]:
     return {name: storage.hash_bytes(ds[()]) for name, ds in datasets(group)}
 
 
+def state_hashes(entries) -> dict[str, str]:
+    """:func:`dataset_hashes` of the file :func:`write_state` makes, from the arrays in memory (no read-back)."""
+    return {(f"{e.path}/vars/{name}" if e.path else f"vars/{name}"): storage.hash_bytes(array)
+            for e in entries for name, array in e.arrays}
+
+
 def verify_hashes(path, recorded: dict[str, str]) -> dict[str, str]:
     result: dict[str, str] = {}
     with open_h5(path) as f:
@@ -214,7 +220,7 @@ def write_state(h5, entries, *, placed: list | None = None) -> None:
                 dataset.attrs["dtype"] = "bfloat16"
 
 
-def stream_state(out, entries, scratch: pathlib.Path) -> str:
+def stream_state(out, entries, scratch: pathlib.Path, attrs: dict | None = None) -> str:
     """Write captured state as one HDF5 file to the sequential stream ``out``; return its hash.
 
     HDF5 cannot write to a stream that does not seek (a zip member), and going
@@ -222,11 +228,14 @@ def stream_state(out, entries, scratch: pathlib.Path) -> str:
     skeleton to ``scratch`` (groups, attributes, small datasets, and space
     reserved for the large ones, left as holes), and the file is then streamed in
     offset order: skeleton bytes where HDF5 wrote, array bytes where it reserved.
+    ``attrs``: root attributes (kerasafe's manifest in a ``.weights.h5``).
     """
     placed: list = []
     try:
         with h5py.File(scratch, "w") as h5:
             write_state(h5, entries, placed=placed)
+            for key, value in (attrs or {}).items():
+                h5.attrs[key] = value
         size = scratch.stat().st_size
         placed.sort(key=lambda p: p[0])
         hasher = storage.new_hasher()

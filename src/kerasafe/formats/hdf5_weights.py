@@ -12,7 +12,10 @@ the whole model from one file.
 
 from __future__ import annotations
 
-from .. import _keras
+import pathlib
+
+from .. import _keras, storage
+from .. import manifest as manifest_mod
 from . import _hdf5
 from .base import WEIGHTS, Format, apply_manifest, model_from_stored_architecture, summary
 from .hdf5_model import load_legacy_weights
@@ -54,9 +57,13 @@ class Keras3WeightsFormat(_WeightsH5):
             return "layers" in f or "vars" in f or _hdf5.attr_text(f, "kerasafe") is not None
 
     def write_weights(self, model, target, manifest):
-        _keras.save_state_h5(model, target)
-        with _hdf5.open_h5(target, "r+") as f:
-            _hdf5.write_manifest(f, dict(manifest, hashes=_hdf5.dataset_hashes(f)))
+        # The same HDF5 layout Keras's save_weights writes, streamed front to back from views
+        # of the variables (formats/_hdf5.stream_state): no copy of the model, no read-back to hash.
+        target = pathlib.Path(target)
+        state, _ = _keras.capture_state(model, copy=False)
+        text = manifest_mod.dumps(dict(manifest, hashes=_hdf5.state_hashes(state)))
+        with storage.HashingFileWriter(target) as out:
+            _hdf5.stream_state(out, state, target.with_name(target.name + ".skeleton.h5"), attrs={manifest_mod.MANIFEST_KEY: text})
 
     def read_weights(self, model, path, *, by_name, skip_mismatch):
         with _hdf5.open_h5(path, expected="a Keras 3 weights file") as f:

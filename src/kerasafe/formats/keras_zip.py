@@ -19,7 +19,7 @@ import re
 import tempfile
 import zipfile
 
-from .. import _keras, errors, storage
+from .. import _keras, _keras_direct, errors, storage
 from .. import manifest as manifest_mod
 from . import _direct, _hdf5
 from .base import MODEL, Format, apply_manifest, keras_failure, refuse_code, summary
@@ -138,11 +138,13 @@ class Snapshot:
         return sum(a.nbytes for e in self.state for _, a in e.arrays)
 
 
-def snapshot(model, manifest: dict, *, include_optimizer: bool, reuse: Snapshot | None = None) -> Snapshot:
+def snapshot(model, manifest: dict, *, include_optimizer: bool, reuse: Snapshot | None = None, copy: bool = True) -> Snapshot:
     """Copy what a ``.keras`` file of ``model`` holds into host memory; the model may change afterwards.
 
     ``reuse``: an earlier snapshot that is written and no longer needed; its arrays
     are filled again instead of allocating (checkpoints do this every time).
+    ``copy=False``: views of the variables instead of copies, for a snapshot written
+    before the model runs again (``ks.save``).
 
     Example:
         >>> import keras, tempfile, pathlib
@@ -163,7 +165,7 @@ def snapshot(model, manifest: dict, *, include_optimizer: bool, reuse: Snapshot 
         "keras_version": _keras.keras().__version__,
         "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
     }
-    state, assets = _keras.capture_state(model, skip_optimizer=not include_optimizer, reuse=reuse.state if reuse else ())
+    state, assets = _keras.capture_state(model, skip_optimizer=not include_optimizer, reuse=reuse.state if reuse else (), copy=copy)
     members = {METADATA: json.dumps(meta).encode(), CONFIG: json.dumps(config).encode()}
     return Snapshot(members, state, assets, dict(manifest))
 
@@ -209,7 +211,8 @@ class KerasZipFormat(Format):
             return path.suffix == ".keras"  # a damaged .keras: let read() explain what is wrong
 
     def write(self, model, target, manifest, *, include_optimizer):
-        write_snapshot(snapshot(model, manifest, include_optimizer=include_optimizer), target)
+        # Written before ks.save returns, so views of the variables do (no copy of the model).
+        write_snapshot(snapshot(model, manifest, include_optimizer=include_optimizer, copy=False), target)
 
     def read(self, path, *, compile, safe_mode, custom_objects):
         with open_archive(path) as zf:
@@ -249,8 +252,8 @@ class KerasZipFormat(Format):
             reader = _direct.SequentialReader(window, path, expected)
             try:
                 # Variables are created empty and get their first value from the file (JAX).
-                with _keras.variables_filled_by_loading() as built:
-                    model = _keras.model_from_config_json(config_json, custom_objects, compile, safe_mode, built)
+                with _keras_direct.variables_filled_by_loading() as built:
+                    model = _keras_direct.model_from_config_json(config_json, custom_objects, compile, safe_mode, built)
                     assets = [n for n in zf.namelist() if n.startswith("assets/")]
                     if assets:  # only the assets are extracted (Keras's store would extract every member)
                         assets_dir = tempfile.TemporaryDirectory(prefix="kerasafe-assets-")
@@ -258,7 +261,7 @@ class KerasZipFormat(Format):
                         assets_store = lib.DiskIOStore(os.path.join(assets_dir.name, "assets"), mode="r")
                     else:
                         assets_store = None
-                    _keras.load_state_direct(model, h5, refs, reader, assets_store)
+                    _keras_direct.load_state_direct(model, h5, refs, reader, assets_store)
                 reader.finish()
             finally:
                 if assets_dir is not None:
