@@ -27,8 +27,9 @@ def _direct_store_class():
         # A subclass only because Keras's _load_state accepts nothing but its own store
         # types. It answers Keras's get/keys/[] from a table of dataset offsets and reads
         # each array when Keras asks for it, so one array at a time is in flight.
-        def __init__(self, h5, refs, reader):
-            self.h5_file, self.mode, self._reader = h5, "r", reader
+        def __init__(self, h5, refs, reader, groups=None):
+            self.h5_file, self.mode, self._reader, self._paths = h5, "r", reader, groups
+            self._tf213 = "_layer_checkpoint_dependencies" in h5  # tf.keras 2.13's layout
             self._groups: dict[str, dict] = {}
             for name, ref in refs.items():
                 group, _, key = name.rpartition("/")
@@ -40,7 +41,7 @@ def _direct_store_class():
 
         def get(self, path):
             group = f"{path}/vars" if path else "vars"
-            if group not in self._groups and "_layer_checkpoint_dependencies" in self.h5_file:  # tf.keras 2.13 layout
+            if group not in self._groups and self._tf213:
                 group = group.replace("layers", "_layer_checkpoint_dependencies")
             self._group = self._groups.get(group, {})
             return self
@@ -58,7 +59,8 @@ def _direct_store_class():
             return self._reader.read(self._group[key], self.h5_file)
 
         def has_path(self, path):
-            return path in self.h5_file
+            # Keras asks this for every container; answered from the one walk over the file.
+            return path in self._paths if self._paths is not None else path in self.h5_file
 
         def close(self):
             pass
@@ -122,12 +124,12 @@ def model_from_config_json(config_json, custom_objects, compile, safe_mode, end_
     return model
 
 
-def load_state_direct(model, h5, refs, reader, assets_store=None, *, skip_mismatch=False) -> None:
+def load_state_direct(model, h5, refs, reader, assets_store=None, *, skip_mismatch=False, groups=None) -> None:
     """Keras's own walk over ``model``'s state, fed from offsets (formats._direct); ValueError on a misfit."""
     lib = saving_lib()
     failed, messages = set(), {}
     lib._load_state(
-        model, weights_store=_direct_store_class()(h5, refs, reader), assets_store=assets_store, inner_path="",
+        model, weights_store=_direct_store_class()(h5, refs, reader, groups), assets_store=assets_store, inner_path="",
         skip_mismatch=skip_mismatch, visited_saveables=set(), failed_saveables=failed, error_msgs=messages,
     )
     if failed:

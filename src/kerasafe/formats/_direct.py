@@ -76,29 +76,60 @@ class DatasetRef:
     nbytes: int
 
 
-def layout(h5: h5py.File, window: FileWindow, path) -> dict[str, DatasetRef]:
-    """Every dataset of ``h5`` with where its bytes are, each checked to lie inside ``window``."""
+def layout(h5: h5py.File, window: FileWindow, path, groups: set | None = None) -> dict[str, DatasetRef]:
+    """Every dataset of ``h5`` with where its bytes are, each checked to lie inside ``window``.
+
+    One walk over the file's links does every check a load needs (the same as
+    ``_hdf5.reject_external_links``: links and storage outside the file, declared sizes
+    larger than the file), since walking twice costs seconds on a model of 10,000
+    weights. ``groups``, when given, receives every group's path.
+    """
     refs: dict[str, DatasetRef] = {}
 
-    def visit(name, obj):
+    def check(name, link):
+        if isinstance(link, h5py.ExternalLink):
+            return errors.UnsafeContentError(path, "an HDF5 file whose data is all inside it",
+                                            f"external link '{name}' -> {link.filename}:{link.path}", "remove the link, or copy the data into the file")
+        if not isinstance(link, h5py.HardLink):
+            return  # a soft link names an object inside the file, visited under its own name
+        obj = h5[name]
+        if isinstance(obj, h5py.Group):
+            if groups is not None:
+                groups.add(name)
+            return
         if not isinstance(obj, h5py.Dataset):
             return
+        if obj.external:
+            return errors.UnsafeContentError(path, "an HDF5 file whose data is all inside it",
+                                            f"dataset '{name}' stored in external file {obj.external[0][0]!r}", "copy the data into the file")
         nbytes = int(obj.size) * obj.dtype.itemsize
         offset = None
         plain = obj.dtype.kind in "biufc" and obj.chunks is None and not obj.compression and "dtype" not in obj.attrs
         if plain and nbytes:
             offset = obj.id.get_offset()
         if nbytes > window.length + 4096 and (offset is not None or not obj.compression):
-            raise errors.CorruptFileError(path, "datasets that fit inside the file",
-                                          f"dataset '{name}' declaring {nbytes:,} bytes in {window.length:,}",
+            return errors.CorruptFileError(path, "datasets that fit inside the file",
+                                          f"dataset '{name}' declaring shape {obj.shape} ({nbytes:,} bytes) in {window.length:,}",
                                           "the file is damaged or made to exhaust memory; do not load it")
         if offset is not None and (offset < 0 or offset + nbytes > window.length):
-            raise errors.CorruptFileError(path, f"dataset '{name}' inside the file",
+            return errors.CorruptFileError(path, f"dataset '{name}' inside the file",
                                           f"its {nbytes:,} bytes at offset {offset:,} past the end ({window.length:,} bytes)",
                                           "the file is truncated or damaged; save the model again")
         refs[name] = DatasetRef(name, tuple(obj.shape), obj.dtype, offset, nbytes)
 
-    h5.visititems(visit)
+    problems: list = []
+
+    def visit(name, link):
+        # An exception raised inside h5py's visit callback comes out mangled; stop and raise after.
+        problem = check(name, link)
+        if problem is not None:
+            problems.append(problem)
+            return True
+        return None
+
+    h5.visititems_links(visit)
+    if problems:
+        raise problems[0]
     return refs
 
 

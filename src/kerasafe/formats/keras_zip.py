@@ -247,8 +247,8 @@ class KerasZipFormat(Format):
         expected = recorded if str(recorded).startswith(storage.HASH_ALGORITHM + ":") else ("crc32", info.CRC)
         assets_dir = None
         with weights_h5(zf, path) as (h5, window):
-            _hdf5.reject_external_links(h5, path)
-            refs = _direct.layout(h5, window, path)
+            groups: set = set()
+            refs = _direct.layout(h5, window, path, groups)  # also refuses links and storage outside the file
             reader = _direct.SequentialReader(window, path, expected)
             try:
                 # Variables are created empty and get their first value from the file (JAX).
@@ -261,7 +261,7 @@ class KerasZipFormat(Format):
                         assets_store = lib.DiskIOStore(os.path.join(assets_dir.name, "assets"), mode="r")
                     else:
                         assets_store = None
-                    _keras_direct.load_state_direct(model, h5, refs, reader, assets_store)
+                    _keras_direct.load_state_direct(model, h5, refs, reader, assets_store, groups=groups)
                 reader.finish()
             finally:
                 if assets_dir is not None:
