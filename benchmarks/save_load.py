@@ -312,6 +312,18 @@ def report(mib: float, times: dict, mems: dict) -> None:
     Console(width=160).print(table)
 
 
+def _save_then_load(model, target: pathlib.Path) -> tuple[float, float]:
+    """Seconds for ``ks.save`` and then ``ks.load`` of ``target``."""
+    import kerasafe as ks
+
+    start = time.perf_counter()
+    ks.save(model, target)
+    saved = time.perf_counter() - start
+    start = time.perf_counter()
+    ks.load(target)
+    return saved, time.perf_counter() - start
+
+
 def scaling(path: pathlib.Path, folder: pathlib.Path, sizes_mib=(1, 4, 16, 64, 256, 1024, 4096)) -> None:
     """Save and load time of .keras against model bytes, and a 10,000-weight model, plotted."""
     import keras
@@ -320,36 +332,17 @@ def scaling(path: pathlib.Path, folder: pathlib.Path, sizes_mib=(1, 4, 16, 64, 2
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    import kerasafe as ks
 
     rows = []
     for mib in sizes_mib:
         model = build_model(mib)
-        target = folder / "s.keras"
-        start = time.perf_counter()
-        ks.save(model, target)
-        saved = time.perf_counter() - start
-        start = time.perf_counter()
-        ks.load(target)
-        loaded = time.perf_counter() - start
+        saved, loaded = _save_then_load(model, folder / "s.keras")
         rows.append((mib, saved, loaded))
         print(f"scaling {mib:>5} MiB: save {saved:.3f} s, load {loaded:.3f} s")
         del model
         keras.backend.clear_session()
-    many = wide_model(10_000, 16)  # 10,000 kernels, 16 MiB in all
-    start = time.perf_counter()
-    ks.save(many, folder / "many.keras")
-    many_save = time.perf_counter() - start
-    start = time.perf_counter()
-    ks.load(folder / "many.keras")
-    many_load = time.perf_counter() - start
-    same = build_model(16, random=False)
-    start = time.perf_counter()
-    ks.save(same, folder / "few.keras")
-    few_save = time.perf_counter() - start
-    start = time.perf_counter()
-    ks.load(folder / "few.keras")
-    few_load = time.perf_counter() - start
+    many_save, many_load = _save_then_load(wide_model(10_000, 16), folder / "many.keras")  # 10,000 kernels, 16 MiB
+    few_save, few_load = _save_then_load(build_model(16, random=False), folder / "few.keras")
     print(f"16 MiB in 10,000 weights: save {many_save:.2f} s, load {many_load:.2f} s; "
           f"in 4 weights: save {few_save:.2f} s, load {few_load:.2f} s (per weight: "
           f"{(many_save - few_save) / 1e4 * 1e3:.2f} ms save, {(many_load - few_load) / 1e4 * 1e3:.2f} ms load)")

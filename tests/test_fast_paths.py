@@ -62,7 +62,7 @@ def test_a_dataset_past_the_end_of_its_window_is_refused_before_reading(tmp_path
     size = os.path.getsize(path)
     with open(path, "rb") as raw, _direct.FileWindow(raw.fileno(), 0, size - 1000) as window, h5py.File(path) as h5:
         with pytest.raises(errors.CorruptFileError, match=r"past the end"):
-            _direct.layout(h5, window, path)
+            _direct.layout(h5, window.length, path)
 
 
 def test_a_header_declaring_more_than_the_file_holds_is_refused(tmp_path):
@@ -72,7 +72,7 @@ def test_a_header_declaring_more_than_the_file_holds_is_refused(tmp_path):
     size = os.path.getsize(path)
     with open(path, "rb") as raw, _direct.FileWindow(raw.fileno(), 0, size) as window, h5py.File(path) as h5:
         with pytest.raises(errors.CorruptFileError, match="declaring"):
-            _direct.layout(h5, window, path)
+            _direct.layout(h5, window.length, path)
 
 
 def test_a_compressed_member_still_loads_through_keras(tmp_path):

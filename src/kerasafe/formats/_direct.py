@@ -19,7 +19,7 @@ Example:
     ...     _ = f.create_dataset("layers/d/vars/0", data=np.arange(6, dtype="float32").reshape(2, 3))
     >>> with open(path, "rb") as raw, FileWindow(raw.fileno(), 0, os.path.getsize(path)) as window:
     ...     with h5py.File(window, "r") as h5:
-    ...         refs = layout(h5, window, path)
+    ...         refs = layout(h5, window.length, path)
     ...         reader = SequentialReader(window, path)
     ...         reader.read(refs["layers/d/vars/0"], h5).tolist()
     [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
@@ -67,6 +67,20 @@ class FileWindow(io.RawIOBase):
         return got
 
 
+def pread_into(fd: int, view: memoryview, offset: int, path, what: str) -> None:
+    """Fill ``view`` from ``fd`` at ``offset`` (preadv may return less than asked; a short file is CorruptFileError)."""
+    done = 0
+    while done < len(view):
+        try:
+            got = os.preadv(fd, [view[done:]], offset + done)
+        except OSError as exc:
+            raise errors.CorruptFileError(path, what, f"an unreadable file ({exc})", "the file is damaged; save it again") from None
+        if got <= 0:
+            raise errors.CorruptFileError(path, f"{what} ({len(view):,} bytes)", "the file ends inside it",
+                                          "the file is truncated; save the model again")
+        done += got
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetRef:
     name: str
@@ -76,13 +90,14 @@ class DatasetRef:
     nbytes: int
 
 
-def layout(h5: h5py.File, window: FileWindow, path, groups: set | None = None) -> dict[str, DatasetRef]:
-    """Every dataset of ``h5`` with where its bytes are, each checked to lie inside ``window``.
+def layout(h5: h5py.File, length: int, path, groups: set | None = None) -> dict[str, DatasetRef]:
+    """Every dataset of ``h5`` with where its bytes are, each checked to lie inside its ``length`` bytes.
 
-    One walk over the file's links does every check a load needs (the same as
-    ``_hdf5.reject_external_links``: links and storage outside the file, declared sizes
-    larger than the file), since walking twice costs seconds on a model of 10,000
-    weights. ``groups``, when given, receives every group's path.
+    One walk over the file's links does every check a load needs: links and storage
+    outside the file (UnsafeContentError), declared sizes larger than the file (plain
+    data cannot be; compressed data not 1000x larger) and offsets past its end
+    (CorruptFileError). Walking twice costs seconds on a model of 10,000 weights.
+    ``groups``, when given, receives every group's path.
     """
     refs: dict[str, DatasetRef] = {}
 
@@ -107,13 +122,14 @@ def layout(h5: h5py.File, window: FileWindow, path, groups: set | None = None) -
         plain = obj.dtype.kind in "biufc" and obj.chunks is None and not obj.compression and "dtype" not in obj.attrs
         if plain and nbytes:
             offset = obj.id.get_offset()
-        if nbytes > window.length + 4096 and (offset is not None or not obj.compression):
+        # A header can declare any shape; reading it would allocate that much.
+        if nbytes > length * (1000 if obj.compression else 1) + 4096:
             return errors.CorruptFileError(path, "datasets that fit inside the file",
-                                          f"dataset '{name}' declaring shape {obj.shape} ({nbytes:,} bytes) in {window.length:,}",
+                                          f"dataset '{name}' declaring shape {obj.shape} ({nbytes:,} bytes) in a file of {length:,} bytes",
                                           "the file is damaged or made to exhaust memory; do not load it")
-        if offset is not None and (offset < 0 or offset + nbytes > window.length):
+        if offset is not None and (offset < 0 or offset + nbytes > length):
             return errors.CorruptFileError(path, f"dataset '{name}' inside the file",
-                                          f"its {nbytes:,} bytes at offset {offset:,} past the end ({window.length:,} bytes)",
+                                          f"its {nbytes:,} bytes at offset {offset:,} past the end ({length:,} bytes)",
                                           "the file is truncated or damaged; save the model again")
         refs[name] = DatasetRef(name, tuple(obj.shape), obj.dtype, offset, nbytes)
 
@@ -144,6 +160,10 @@ class SequentialReader:
     def __init__(self, window: FileWindow, path, expected=None):
         self.window, self.path, self.expected = window, path, expected
         self._crc = isinstance(expected, tuple)
+        self._restart()
+
+    def _restart(self) -> None:
+        """Hash from the window's first byte again."""
         self._hasher = None if self._crc else storage.new_hasher()
         self._crc_value = 0
         self._pos = 0
@@ -176,13 +196,7 @@ class SequentialReader:
             self._hash_span(self._pos, ref.offset)
         elif ref.offset < self._pos:
             self._in_order = False
-        done = 0
-        while done < ref.nbytes:
-            got = os.preadv(self.window.fd, [view[done:]], self.window.start + ref.offset + done)
-            if got <= 0:
-                raise errors.CorruptFileError(self.path, f"dataset '{ref.name}' ({ref.nbytes:,} bytes)", "the file ends inside it",
-                                              "the file is truncated; save the model again")
-            done += got
+        pread_into(self.window.fd, view, self.window.start + ref.offset, self.path, f"dataset '{ref.name}'")
         if self.expected is not None and self._in_order:
             self._hash(view)
             self._pos = ref.offset + ref.nbytes
@@ -193,7 +207,7 @@ class SequentialReader:
         if self.expected is None:
             return
         if not self._in_order:
-            self.__init__(self.window, self.path, self.expected)
+            self._restart()
         self._hash_span(self._pos, self.window.length)
         if self._crc:
             ok = self._crc_value == self.expected[1]

@@ -71,44 +71,11 @@ def write_manifest(f: h5py.File, manifest: dict) -> None:
 
 
 def reject_external_links(f: h5py.File, path) -> None:
-    """External links and external dataset storage make HDF5 read other files; refuse both."""
-    found: list[str] = []
+    """External links and external dataset storage make HDF5 read other files; refuse both,
+    and datasets declaring more bytes than the file holds (formats._direct.layout's checks)."""
+    from . import _direct
 
-    def visit(name, link):
-        if isinstance(link, h5py.ExternalLink):
-            found.append(f"external link '{name}' -> {link.filename}:{link.path}")
-        return None
-
-    f.visititems_links(visit)
-    if found:
-        raise errors.UnsafeContentError(
-            path, "an HDF5 file whose data is all inside it", found[0], "remove the link, or copy the data into the file"
-        )
-
-    file_bytes = f.id.get_filesize()
-
-    def visit_ds(name, obj):
-        if not isinstance(obj, h5py.Dataset):
-            return
-        if obj.external:
-            found.append(f"dataset '{name}' stored in external file {obj.external[0][0]!r}")
-        # A header can declare any shape; reading it would allocate that much. Plain data
-        # cannot be larger than the file holding it (compressed data: not 1000x larger).
-        limit = file_bytes * (1000 if obj.compression else 1) + 4096
-        if obj.size * obj.dtype.itemsize > limit:
-            sizes.append(f"dataset '{name}' declaring shape {obj.shape} ({obj.size * obj.dtype.itemsize:,} bytes) "
-                         f"in a file of {file_bytes:,} bytes")
-
-    sizes: list[str] = []
-    f.visititems(visit_ds)
-    if sizes:
-        raise errors.CorruptFileError(
-            path, "datasets that fit inside the file", sizes[0], "the file is damaged or made to exhaust memory; do not load it"
-        )
-    if found:
-        raise errors.UnsafeContentError(
-            path, "an HDF5 file whose data is all inside it", found[0], "copy the data into the file"
-        )
+    _direct.layout(f, f.id.get_filesize(), path)
 
 
 def datasets(group: h5py.Group) -> list[tuple[str, h5py.Dataset]]:

@@ -248,7 +248,7 @@ class KerasZipFormat(Format):
         assets_dir = None
         with weights_h5(zf, path) as (h5, window):
             groups: set = set()
-            refs = _direct.layout(h5, window, path, groups)  # also refuses links and storage outside the file
+            refs = _direct.layout(h5, window.length, path, groups)  # also refuses links and storage outside the file
             reader = _direct.SequentialReader(window, path, expected)
             try:
                 # Variables are created empty and get their first value from the file (JAX).

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import _keras, errors, storage
 from .. import manifest as manifest_mod
+from . import _direct
 from .base import WEIGHTS, Format, apply_manifest, model_from_stored_architecture, summary
 
 # Largest header this reader accepts; the format's reference reader uses the same cap.
@@ -96,15 +97,9 @@ def _keras_dtype(code: str):
     return name
 
 
-def _read_tensor(fd: int, entry: dict, start: int) -> np.ndarray:
+def _read_tensor(fd: int, entry: dict, start: int, path, name: str) -> np.ndarray:
     array = np.empty(tuple(entry["shape"]), _keras_dtype(entry["dtype"]))
-    view = memoryview(array.reshape(-1)).cast("B")
-    begin, done = entry["data_offsets"][0], 0
-    while done < len(view):
-        got = os.preadv(fd, [view[done:]], start + begin + done)
-        if got <= 0:
-            raise OSError("unexpected end of file")
-        done += got
+    _direct.pread_into(fd, memoryview(array.reshape(-1)).cast("B"), start + entry["data_offsets"][0], path, f"tensor '{name}'")
     return array
 
 
@@ -204,10 +199,7 @@ class SafetensorsFormat(Format):
                         path, f"shape {tuple(variable.shape)} for '{variable.path}'", f"tensor '{key}' of shape {shape}",
                         "load into the model these weights were saved from, or pass skip_mismatch=True",
                     )
-                try:
-                    value = _read_tensor(f.fileno(), header[key], start)
-                except OSError as exc:
-                    raise errors.CorruptFileError(path, f"tensor '{key}'", f"an unreadable file ({exc})", "the file is damaged; save it again") from None
+                value = _read_tensor(f.fileno(), header[key], start, path, key)
                 if key in hashes and storage.hash_bytes(value) != hashes[key]:  # xxh3: a fraction of the read
                     raise errors.CorruptFileError(path, f"tensor '{key}' as it was saved", "different bytes (its hash does not match)",
                                                   "the file is corrupt; restore it from a copy or save the model again")
