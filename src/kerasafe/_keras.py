@@ -292,31 +292,6 @@ def capture_state(model, *, skip_optimizer=False, reuse=(), copy=True) -> tuple[
     return store.entries, files
 
 
-def load_state_h5(model, h5_source, *, skip_mismatch=False) -> None:
-    """Read Keras 3's ``.weights.h5`` layout (a path or BytesIO) into ``model``.
-
-    Raises ValueError (from Keras) when a variable's shape does not fit.
-    """
-    lib = saving_lib()
-    store = lib.H5IOStore(h5_source, mode="r")
-    failed, messages = set(), {}
-    try:
-        lib._load_state(
-            model,
-            weights_store=store,
-            assets_store=None,
-            inner_path="",
-            skip_mismatch=skip_mismatch,
-            visited_saveables=set(),
-            failed_saveables=failed,
-            error_msgs=messages,
-        )
-    finally:
-        store.close()
-    if failed:
-        lib._raise_loading_failure(messages, warn_only=skip_mismatch)
-
-
 def ensure_optimizer_built(model) -> None:
     """Create the optimizer's slot variables so saved state has somewhere to go."""
     opt = getattr(model, "optimizer", None)

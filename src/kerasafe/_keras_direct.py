@@ -19,6 +19,28 @@ import json
 from ._keras import keras, saving_lib
 
 
+def adopt(array):
+    """The array as the backend will hold it, without a copy where the backend allows.
+
+    Keras's JAX variables keep ``jnp.asarray(value)``, which copies a NumPy array; on
+    the CPU ``jax.device_put`` of a 64-byte aligned array (formats._direct.aligned_empty)
+    uses its memory in place, so a loaded model never has a second copy of a weight in
+    memory. Only floating-point arrays: JAX narrows 64-bit integers when x64 is off.
+    """
+    if _jax_device_put() is None or array.nbytes < (64 << 10) or not (array.dtype.kind == "f" or array.dtype.name == "bfloat16"):
+        return array
+    return _jax_device_put()(array)
+
+
+@functools.cache
+def _jax_device_put():
+    if keras().backend.backend() != "jax":
+        return None
+    import jax
+
+    return jax.device_put
+
+
 @functools.cache
 def _direct_store_class():
     lib = saving_lib()
@@ -56,7 +78,7 @@ def _direct_store_class():
             return key in self._group
 
         def __getitem__(self, key):
-            return self._reader.read(self._group[key], self.h5_file)
+            return adopt(self._reader.read(self._group[key], self.h5_file))
 
         def has_path(self, path):
             # Keras asks this for every container; answered from the one walk over the file.
@@ -79,13 +101,13 @@ def variables_filled_by_loading():
     when it is created, so for them this does nothing.
     """
     if keras().backend.backend() != "jax":
-        yield
+        yield lambda: None
         return
     from keras.src.backend.common import global_state
     from keras.src.backend.common.stateless_scope import StatelessScope
 
     before = len(global_state.get_global_attribute("uninitialized_variables") or [])
-    scope = StatelessScope()
+    scope = StatelessScope(initialize_variables=False)  # the default would initialize every variable on exit
     entered = [True]
 
     def end_scope():
@@ -112,25 +134,51 @@ def model_from_config_json(config_json, custom_objects, compile, safe_mode, end_
     lib = saving_lib()
     if end_scope is None:
         return lib._model_from_config(config_json, custom_objects, compile, safe_mode)
-    compile_config = json.loads(config_json).get("compile_config") if compile else None
     model = lib._model_from_config(config_json, custom_objects, False, safe_mode)
     end_scope()
-    if compile_config:
-        from keras.src.saving import object_registration, serialization_lib
-
-        with object_registration.CustomObjectScope(custom_objects), serialization_lib.SafeModeScope(safe_mode):
-            model.compile_from_config(compile_config)
-        model.compiled = True
+    _compile_from_config(model, json.loads(config_json).get("compile_config") if compile else None, custom_objects, safe_mode)
     return model
 
 
-def load_state_direct(model, h5, refs, reader, assets_store=None, *, skip_mismatch=False, groups=None) -> None:
-    """Keras's own walk over ``model``'s state, fed from offsets (formats._direct); ValueError on a misfit."""
+def model_from_config_dict(config: dict, custom_objects, compile, safe_mode, end_scope):
+    """:func:`model_from_config_json` for a config already parsed (a manifest's ``architecture``)."""
+    from ._keras import model_from_config
+
+    model = model_from_config(config, custom_objects=custom_objects, compile=False, safe_mode=safe_mode)
+    end_scope()
+    _compile_from_config(model, config.get("compile_config") if compile else None, custom_objects, safe_mode)
+    return model
+
+
+def _compile_from_config(model, compile_config, custom_objects, safe_mode) -> None:
+    if not compile_config:
+        return
+    from keras.src.saving import object_registration, serialization_lib
+
+    with object_registration.CustomObjectScope(custom_objects or {}), serialization_lib.SafeModeScope(safe_mode):
+        model.compile_from_config(compile_config)
+    model.compiled = True
+
+
+def direct_store(h5, refs, reader, groups=None):
+    """A store Keras's ``_load_state`` reads from, answering from offsets (formats._direct)."""
+    return _direct_store_class()(h5, refs, reader, groups)
+
+
+def load_state(obj, store, *, inner_path: str = "", assets_store=None, skip_mismatch: bool = False) -> None:
+    """Keras's own walk over ``obj``'s state (a model or one layer at ``inner_path``); ValueError on a misfit."""
     lib = saving_lib()
     failed, messages = set(), {}
     lib._load_state(
-        model, weights_store=_direct_store_class()(h5, refs, reader, groups), assets_store=assets_store, inner_path="",
+        obj, weights_store=store, assets_store=assets_store, inner_path=inner_path,
         skip_mismatch=skip_mismatch, visited_saveables=set(), failed_saveables=failed, error_msgs=messages,
     )
     if failed:
         lib._raise_loading_failure(messages, warn_only=skip_mismatch)
+
+
+def load_layers_by_name(model, store, *, skip_mismatch: bool = False) -> None:
+    """Each layer of ``model`` from the group ``layers/<its name>`` of ``store``, where there is one."""
+    for layer in model.layers:
+        if f"layers/{layer.name}" in store.h5_file:
+            load_state(layer, store, inner_path=f"layers/{layer.name}", skip_mismatch=skip_mismatch)

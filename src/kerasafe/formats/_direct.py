@@ -149,17 +149,37 @@ def layout(h5: h5py.File, length: int, path, groups: set | None = None) -> dict[
     return refs
 
 
+# XLA's CPU client uses a host buffer in place, without copying it, when the buffer is
+# aligned to this many bytes; NumPy's allocator gives only 16.
+ALIGNMENT = 64
+
+
+def aligned_empty(shape: tuple, dtype) -> np.ndarray:
+    """An uninitialised array whose data starts on an :data:`ALIGNMENT`-byte boundary."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, np.uint8)
+    start = (-raw.ctypes.data) % ALIGNMENT
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 class SequentialReader:
     """Reads datasets at their offsets and hashes the window's bytes in order as it goes.
 
-    ``expected``: ``"xxh3_128:<hex>"`` (kerasafe's manifest) or ``("crc32", value)``
-    (the zip's own check), or None to check nothing. Reads that arrive out of file order
-    are still served; :meth:`finish` then hashes the whole window in one more pass.
+    ``expected``: ``"xxh3_128:<hex>"`` (kerasafe's manifest: the whole window),
+    ``("crc32", value)`` (the zip's own check), ``{dataset name: "xxh3_128:<hex>"}``
+    (a ``.weights.h5``'s manifest: each array checked as it is read), or None to check
+    nothing. Reads that arrive out of file order are still served; :meth:`finish` then
+    hashes the whole window in one more pass. Arrays come back 64-byte aligned
+    (:func:`aligned_empty`), so a backend can take them without a copy.
     """
 
     def __init__(self, window: FileWindow, path, expected=None):
-        self.window, self.path, self.expected = window, path, expected
+        self.window, self.path = window, path
+        self._per_dataset = expected if isinstance(expected, dict) else None
+        self.expected = None if isinstance(expected, dict) else expected
         self._crc = isinstance(expected, tuple)
+        self.damage: errors.CorruptFileError | None = None
         self._restart()
 
     def _restart(self) -> None:
@@ -187,10 +207,20 @@ class SequentialReader:
             start += got
 
     def read(self, ref: DatasetRef, h5: h5py.File) -> np.ndarray:
+        array = self._read(ref, h5)
+        recorded = (self._per_dataset or {}).get(ref.name)
+        if recorded is not None and storage.hash_bytes(array) != recorded:
+            # Kept as well as raised: Keras's loader turns an error inside a layer into "could not be loaded".
+            self.damage = errors.CorruptFileError(self.path, f"dataset '{ref.name}' with the bytes that were written",
+                                                  "a different hash (damaged bytes)", "the file is corrupt; restore it from a copy or save the model again")
+            raise self.damage
+        return array
+
+    def _read(self, ref: DatasetRef, h5: h5py.File) -> np.ndarray:
         if ref.offset is None:
             value = h5[ref.name][()]
             return value if isinstance(value, np.ndarray) else np.asarray(value)
-        array = np.empty(ref.shape, ref.dtype)
+        array = aligned_empty(ref.shape, ref.dtype)
         view = memoryview(array).cast("B") if array.ndim else memoryview(array.reshape(1)).cast("B")
         if self.expected is not None and self._in_order and ref.offset >= self._pos:
             self._hash_span(self._pos, ref.offset)

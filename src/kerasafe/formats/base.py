@@ -7,6 +7,8 @@ to write and read a model, its weights or its architecture. ``inspect`` and
 
 from __future__ import annotations
 
+import contextlib
+
 import pathlib
 from typing import ClassVar
 
@@ -189,6 +191,18 @@ def keras_failure(path, exc: Exception, expected: str) -> errors.KerasafeError:
     return errors.CorruptFileError(path, expected, text, "save the model again from the code that built it")
 
 
+def _stored_architecture(manifest: dict | None, path) -> dict:
+    arch = (manifest or {}).get("architecture")
+    if not isinstance(arch, dict):
+        raise errors.UnsupportedOperationError(
+            path,
+            "a file that holds the model's architecture",
+            "weights only, with no architecture stored",
+            f"pass one: ks.load('arch.json', weights='{path}'), or ks.load_weights(model, '{path}')",
+        )
+    return arch
+
+
 def model_from_stored_architecture(manifest: dict | None, path, *, compile: bool, safe_mode: bool, custom_objects):
     """Build the model that a weights file's manifest describes (kerasafe stores it there).
 
@@ -198,15 +212,27 @@ def model_from_stored_architecture(manifest: dict | None, path, *, compile: bool
     """
     from .. import _keras
 
-    arch = (manifest or {}).get("architecture")
-    if not isinstance(arch, dict):
-        raise errors.UnsupportedOperationError(
-            path,
-            "a file that holds the model's architecture",
-            "weights only, with no architecture stored",
-            f"pass one: ks.load('arch.json', weights='{path}'), or ks.load_weights(model, '{path}')",
-        )
+    arch = _stored_architecture(manifest, path)
     try:
         return _keras.model_from_config(arch, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode)
     except (TypeError, ValueError) as exc:
         raise keras_failure(path, exc, "an architecture Keras can rebuild") from None
+
+
+@contextlib.contextmanager
+def stored_model_to_fill(manifest: dict | None, path, *, compile: bool, safe_mode: bool, custom_objects):
+    """:func:`model_from_stored_architecture`, its variables left empty for the file's weights to fill.
+
+    On JAX the variables get no initial values (``_keras_direct.variables_filled_by_loading``):
+    the caller assigns every weight inside the ``with``; what it leaves unassigned is
+    initialized on the way out.
+    """
+    from .. import _keras_direct
+
+    arch = _stored_architecture(manifest, path)
+    with _keras_direct.variables_filled_by_loading() as built:
+        try:
+            model = _keras_direct.model_from_config_dict(arch, custom_objects, compile, safe_mode, built)
+        except (TypeError, ValueError) as exc:
+            raise keras_failure(path, exc, "an architecture Keras can rebuild") from None
+        yield model

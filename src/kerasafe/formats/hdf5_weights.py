@@ -17,9 +17,9 @@ import pathlib
 from .. import _keras, storage
 from .. import manifest as manifest_mod
 from . import _hdf5
-from .base import WEIGHTS, Format, apply_manifest, model_from_stored_architecture, summary
+from .base import WEIGHTS, Format, apply_manifest, stored_model_to_fill, summary
 from .hdf5_model import load_legacy_weights
-from .keras_zip import keras3_weights_overview, load_keras3_weights
+from .keras_zip import DirectWeights, keras3_weights_overview, load_keras3_weights, weights_file
 
 
 class _WeightsH5(Format):
@@ -32,9 +32,9 @@ class _WeightsH5(Format):
         with _hdf5.open_h5(path, expected="an HDF5 weights file") as f:
             _hdf5.reject_external_links(f, path)
             manifest = _hdf5.read_manifest(f, path)
-        model = model_from_stored_architecture(manifest, path, compile=compile, safe_mode=safe_mode, custom_objects=custom_objects)
-        _keras.ensure_optimizer_built(model)
-        self.read_weights(model, path, by_name=False, skip_mismatch=False)
+        with stored_model_to_fill(manifest, path, compile=compile, safe_mode=safe_mode, custom_objects=custom_objects) as model:
+            _keras.ensure_optimizer_built(model)
+            self.read_weights(model, path, by_name=False, skip_mismatch=False)
         return model, manifest
 
     def verify(self, path):
@@ -66,10 +66,12 @@ class Keras3WeightsFormat(_WeightsH5):
             _hdf5.stream_state(out, state, target.with_name(target.name + ".skeleton.h5"), attrs={manifest_mod.MANIFEST_KEY: text})
 
     def read_weights(self, model, path, *, by_name, skip_mismatch):
-        with _hdf5.open_h5(path, expected="a Keras 3 weights file") as f:
-            _hdf5.reject_external_links(f, path)
-            manifest = _hdf5.read_manifest(f, path)
-        load_keras3_weights(model, path, path, by_name=by_name, skip_mismatch=skip_mismatch)
+        # Each array read from its offset (formats._direct) and checked against the manifest's
+        # per-dataset hash as it arrives; the one walk over the file refuses external links.
+        with weights_file(path) as (h5, window):
+            manifest = _hdf5.read_manifest(h5, path)
+            expected = (manifest or {}).get("hashes") or None
+            load_keras3_weights(model, DirectWeights(h5, window, path, expected), path, by_name=by_name, skip_mismatch=skip_mismatch)
         return manifest
 
     def inspect(self, path):

@@ -96,22 +96,64 @@ def member_window(zf: zipfile.ZipFile, raw, info: zipfile.ZipInfo, path) -> _dir
 
 
 @contextlib.contextmanager
-def weights_h5(zf: zipfile.ZipFile, path):
-    """``(h5py file, window)`` over the weights member; the window (no CRC on every seek) when it is stored.
-
-    Damaged HDF5 headers (h5py raises OSError or RuntimeError) become CorruptFileError.
-    """
-    info = zf.getinfo(WEIGHTS_H5)
+def _damage_is_corrupt(path, what: str):
+    """Damaged HDF5 headers (h5py raises OSError or RuntimeError) or zip data become CorruptFileError."""
     try:
+        yield
+    except (OSError, RuntimeError, zipfile.BadZipFile, EOFError) as exc:
+        raise errors.CorruptFileError(path, f"an intact HDF5 {what}", f"damaged data ({str(exc)[:160]})",
+                                      "the file is corrupt; save the model again") from None
+
+
+@contextlib.contextmanager
+def weights_h5(zf: zipfile.ZipFile, path):
+    """``(h5py file, window)`` over the weights member; the window (no CRC on every seek) when it is stored."""
+    info = zf.getinfo(WEIGHTS_H5)
+    with _damage_is_corrupt(path, f"member '{WEIGHTS_H5}'"):
         if info.compress_type == zipfile.ZIP_STORED:
             with open(path, "rb") as raw, member_window(zf, raw, info, path) as window, _hdf5.h5py.File(window, "r") as h5:
                 yield h5, window
         else:
             with zf.open(WEIGHTS_H5) as member, _hdf5.h5py.File(member, "r") as h5:
                 yield h5, None
-    except (OSError, RuntimeError, zipfile.BadZipFile, EOFError) as exc:  # damaged bytes: HDF5 or the zip's CRC says so
-        raise errors.CorruptFileError(path, f"an intact HDF5 member '{WEIGHTS_H5}'", f"damaged data ({str(exc)[:160]})",
-                                      "the file is corrupt; save the model again") from None
+
+
+@contextlib.contextmanager
+def weights_file(path):
+    """``(h5py file, window)`` over a whole ``.weights.h5`` file, for :class:`DirectWeights`."""
+    with _damage_is_corrupt(path, "weights file"), open(path, "rb") as raw:
+        with _direct.FileWindow(raw.fileno(), 0, os.fstat(raw.fileno()).st_size) as window, _hdf5.h5py.File(window, "r") as h5:
+            yield h5, window
+
+
+class DirectWeights:
+    """Keras 3's weights layout in ``h5``, its offsets checked, ready to fill a model (formats._direct).
+
+    Constructing it walks the file once: links and storage outside it are refused and
+    every dataset's offset and size is checked against the window, before a model is
+    built or a byte of weights is read. ``expected``: see ``_direct.SequentialReader``.
+    """
+
+    def __init__(self, h5, window: _direct.FileWindow, path, expected=None):
+        self.h5, self.path, self.groups = h5, path, set()
+        self.refs = _direct.layout(h5, window.length, path, self.groups)
+        self.reader = _direct.SequentialReader(window, path, expected)
+
+    def fill(self, model, assets_store=None, *, skip_mismatch=False, by_name=False) -> None:
+        """Keras's own walk over ``model``'s state, each array read from its offset; hashes checked at the end."""
+        store = _keras_direct.direct_store(self.h5, self.refs, self.reader, self.groups)
+        try:
+            if by_name:
+                _keras_direct.load_layers_by_name(model, store, skip_mismatch=skip_mismatch)
+            else:
+                _keras_direct.load_state(model, store, assets_store=assets_store, skip_mismatch=skip_mismatch)
+        except ValueError:
+            if self.reader.damage is not None:  # Keras reports it as a layer that did not fit
+                raise self.reader.damage from None
+            raise
+        if self.reader.damage is not None:  # with skip_mismatch Keras only warns
+            raise self.reader.damage
+        self.reader.finish()
 
 
 def hash_member(zf: zipfile.ZipFile, name: str, path=None) -> str:
@@ -242,14 +284,10 @@ class KerasZipFormat(Format):
         bytes are hashed on the way (the manifest's xxh3, else the zip's CRC-32).
         """
         lib = _keras.saving_lib()
-        info = zf.getinfo(WEIGHTS_H5)
-        recorded = ((manifest or {}).get("hashes") or {}).get(WEIGHTS_H5)
-        expected = recorded if str(recorded).startswith(storage.HASH_ALGORITHM + ":") else ("crc32", info.CRC)
+        expected = _member_check(zf, manifest)
         assets_dir = None
         with weights_h5(zf, path) as (h5, window):
-            groups: set = set()
-            refs = _direct.layout(h5, window.length, path, groups)  # also refuses links and storage outside the file
-            reader = _direct.SequentialReader(window, path, expected)
+            weights = DirectWeights(h5, window, path, expected)  # checks the file before anything is built
             try:
                 # Variables are created empty and get their first value from the file (JAX).
                 with _keras_direct.variables_filled_by_loading() as built:
@@ -261,8 +299,7 @@ class KerasZipFormat(Format):
                         assets_store = lib.DiskIOStore(os.path.join(assets_dir.name, "assets"), mode="r")
                     else:
                         assets_store = None
-                    _keras_direct.load_state_direct(model, h5, refs, reader, assets_store, groups=groups)
-                reader.finish()
+                    weights.fill(model, assets_store)
             finally:
                 if assets_dir is not None:
                     assets_dir.cleanup()
@@ -271,6 +308,10 @@ class KerasZipFormat(Format):
     def read_weights(self, model, path, *, by_name, skip_mismatch):
         with open_archive(path) as zf:
             manifest = read_manifest(zf, path)
+            if WEIGHTS_H5 in zf.namelist() and zf.getinfo(WEIGHTS_H5).compress_type == zipfile.ZIP_STORED:
+                with weights_h5(zf, path) as (h5, window):
+                    load_keras3_weights(model, DirectWeights(h5, window, path, _member_check(zf, manifest)), path, by_name=by_name, skip_mismatch=skip_mismatch)
+                return manifest
             check_weights_member(zf, path)
             data = io.BytesIO(read_member(zf, WEIGHTS_H5, path))
         load_keras3_weights(model, data, path, by_name=by_name, skip_mismatch=skip_mismatch)
@@ -305,6 +346,12 @@ class KerasZipFormat(Format):
                 except (zipfile.BadZipFile, OSError, EOFError, errors.CorruptFileError):
                     out[name] = "mismatch"
             return out
+
+
+def _member_check(zf: zipfile.ZipFile, manifest: dict | None):
+    """What the weights member's bytes are checked against: the manifest's xxh3, else the zip's CRC-32."""
+    recorded = ((manifest or {}).get("hashes") or {}).get(WEIGHTS_H5)
+    return recorded if str(recorded).startswith(storage.HASH_ALGORITHM + ":") else ("crc32", zf.getinfo(WEIGHTS_H5).CRC)
 
 
 def _optimizer_from_config(config: dict) -> dict | None:
@@ -371,23 +418,20 @@ def keras3_weights_overview(h5, config: dict | None) -> dict:
 
 
 def load_keras3_weights(model, source, path, *, by_name: bool, skip_mismatch: bool) -> None:
-    """Load Keras 3's weights layout (a path or BytesIO) into ``model``, as kerasafe errors."""
+    """Load Keras 3's weights layout into ``model``, as kerasafe errors.
+
+    ``source``: a :class:`DirectWeights` (read from offsets), or a path or BytesIO for h5py.
+    """
     try:
-        if not by_name:
-            _keras.load_state_h5(model, source, skip_mismatch=skip_mismatch)
+        if isinstance(source, DirectWeights):
+            source.fill(model, skip_mismatch=skip_mismatch, by_name=by_name)
             return
-        lib = _keras.saving_lib()
-        store = lib.H5IOStore(source, mode="r")
+        store = _keras.saving_lib().H5IOStore(source, mode="r")
         try:
-            for layer in model.layers:
-                if f"layers/{layer.name}" in store.h5_file:
-                    failed, messages = set(), {}
-                    lib._load_state(
-                        layer, weights_store=store, assets_store=None, inner_path=f"layers/{layer.name}",
-                        skip_mismatch=skip_mismatch, visited_saveables=set(), failed_saveables=failed, error_msgs=messages,
-                    )
-                    if failed:
-                        lib._raise_loading_failure(messages, warn_only=skip_mismatch)
+            if by_name:
+                _keras_direct.load_layers_by_name(model, store, skip_mismatch=skip_mismatch)
+            else:
+                _keras_direct.load_state(model, store, skip_mismatch=skip_mismatch)
         finally:
             store.close()
     except ValueError as exc:

@@ -14,10 +14,10 @@ import os
 
 import numpy as np
 
-from .. import _keras, errors, storage
+from .. import _keras, _keras_direct, errors, storage
 from .. import manifest as manifest_mod
 from . import _direct
-from .base import WEIGHTS, Format, apply_manifest, model_from_stored_architecture, summary
+from .base import WEIGHTS, Format, apply_manifest, stored_model_to_fill, summary
 
 # Largest header this reader accepts; the format's reference reader uses the same cap.
 _MAX_HEADER = 100_000_000
@@ -98,7 +98,7 @@ def _keras_dtype(code: str):
 
 
 def _read_tensor(fd: int, entry: dict, start: int, path, name: str) -> np.ndarray:
-    array = np.empty(tuple(entry["shape"]), _keras_dtype(entry["dtype"]))
+    array = _direct.aligned_empty(tuple(entry["shape"]), _keras_dtype(entry["dtype"]))
     _direct.pread_into(fd, memoryview(array.reshape(-1)).cast("B"), start + entry["data_offsets"][0], path, f"tensor '{name}'")
     return array
 
@@ -156,8 +156,8 @@ class SafetensorsFormat(Format):
     def read(self, path, *, compile, safe_mode, custom_objects):
         with _safe_open(path) as f:
             manifest = self._manifest(f, path)
-        model = model_from_stored_architecture(manifest, path, compile=compile, safe_mode=safe_mode, custom_objects=custom_objects)
-        self.read_weights(model, path, by_name=False, skip_mismatch=False)
+        with stored_model_to_fill(manifest, path, compile=compile, safe_mode=safe_mode, custom_objects=custom_objects) as model:
+            self.read_weights(model, path, by_name=False, skip_mismatch=False)
         return model, manifest
 
     def read_weights(self, model, path, *, by_name, skip_mismatch):
@@ -203,7 +203,7 @@ class SafetensorsFormat(Format):
                 if key in hashes and storage.hash_bytes(value) != hashes[key]:  # xxh3: a fraction of the read
                     raise errors.CorruptFileError(path, f"tensor '{key}' as it was saved", "different bytes (its hash does not match)",
                                                   "the file is corrupt; restore it from a copy or save the model again")
-                variable.assign(value.astype(str(variable.dtype), copy=False))
+                variable.assign(_keras_direct.adopt(value.astype(str(variable.dtype), copy=False)))
                 del value  # one tensor in memory at a time
         _keras.finalize_loaded_state(model)
         return manifest
