@@ -173,7 +173,7 @@ def _big_model(mib: int = 64):
 
 
 @pytest.mark.skipif(keras.backend.backend() != "jax" or not os.path.exists("/proc/self/clear_refs"), reason="JAX on Linux")
-@pytest.mark.parametrize("suffix", [".keras", ".safetensors", ".weights.h5"])
+@pytest.mark.parametrize("suffix", [".keras", ".safetensors", ".weights.h5", ".h5"])
 def test_loading_needs_no_memory_beyond_the_model(tmp_path, suffix):
     """Issue 6: at most 10% of the model's bytes above it. Variables are not initialized before the file
     fills them, and each array read from the file becomes the variable's memory (no copy)."""
@@ -247,3 +247,48 @@ def test_load_weights_from_a_keras_archive_checks_the_bytes(tmp_path):
         f.write(b"\x00\x01\x02\x03")
     with pytest.raises(errors.CorruptFileError, match="m.keras.*different hash"):
         ks.load_weights(keras.models.clone_model(model), path)
+
+
+# --- legacy .h5: Keras's layout, streamed; kerasafe's own files read at offsets ----------------------------
+
+def _h5_tree(path):
+    """{name: (attribute names, shape, values)} of every group and dataset, kerasafe's manifest left out."""
+    tree = {}
+    with h5py.File(path) as f:
+        def visit(name, obj):
+            attrs = tuple(sorted(k for k in obj.attrs if k != "kerasafe"))
+            tree[name] = (attrs, obj.shape, obj[()].tolist()) if isinstance(obj, h5py.Dataset) else (attrs,)
+        f.visititems(visit)
+        tree["/"] = (tuple(sorted(k for k in f.attrs if k != "kerasafe")),)
+    return tree
+
+
+@pytest.mark.parametrize("kind", ["model", "weights"])
+def test_streamed_h5_has_kerases_layout_and_values(tmp_path, kind):
+    model = _model()
+    if kind == "model":
+        ks.save(model, tmp_path / "ours.h5")
+        keras.saving.save_model(model, tmp_path / "keras.h5")
+    else:
+        ks.save_weights(model, tmp_path / "ours.h5")
+        model.save_weights(tmp_path / "keras.weights.h5")  # Keras 3 writes only its own layout; the legacy one:
+        with h5py.File(tmp_path / "keras.h5", "w") as f:
+            keras.src.legacy.saving.legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    assert _h5_tree(tmp_path / "ours.h5") == _h5_tree(tmp_path / "keras.h5")
+    if kind == "model":
+        plain = keras.saving.load_model(tmp_path / "ours.h5")
+        for a, b in zip(model.weights + model.optimizer.variables, plain.weights + plain.optimizer.variables):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.parametrize("kind", ["model", "weights"])
+def test_damaged_bytes_in_a_kerasafe_h5_are_caught_on_load(tmp_path, kind):
+    model = _model()
+    path = tmp_path / "m.h5"
+    (ks.save if kind == "model" else ks.save_weights)(model, path)
+    loaded = ks.load(path) if kind == "model" else ks.load_weights(keras.models.clone_model(model), path)
+    np.testing.assert_array_equal(np.asarray(loaded.weights[0]), np.asarray(model.weights[0]))
+    prefix = "model_weights/" if kind == "model" else ""
+    _damage_dataset(path, f"{prefix}{model.layers[0].name}/{model.layers[0].kernel.path}")
+    with pytest.raises(errors.CorruptFileError, match=r"m.h5.*different hash"):
+        ks.load(path) if kind == "model" else ks.load_weights(keras.models.clone_model(model), path)

@@ -85,12 +85,8 @@ def datasets(group: h5py.Group) -> list[tuple[str, h5py.Dataset]]:
     return out
 
 
-def dataset_hashes(group: h5py.Group) -> dict[str, str]:
-    return {name: storage.hash_bytes(ds[()]) for name, ds in datasets(group)}
-
-
 def state_hashes(entries) -> dict[str, str]:
-    """:func:`dataset_hashes` of the file :func:`write_state` makes, from the arrays in memory (no read-back)."""
+    """Each dataset's hash (by its path in the file) of the file :func:`write_state` makes, from the arrays in memory."""
     return {(f"{e.path}/vars/{name}" if e.path else f"vars/{name}"): storage.hash_bytes(array)
             for e in entries for name, array in e.arrays}
 
@@ -162,47 +158,69 @@ def _streamable(array: np.ndarray) -> bool:
     return array.nbytes >= STREAM_MIN_BYTES and native and (array.dtype.kind in "fiu" or array.dtype.name == "bfloat16")
 
 
+def place_dataset(group, name: str, array: np.ndarray, placed: list | None, *, opaque_bfloat16: bool = True):
+    """Create dataset ``name`` in ``group`` for ``array``.
+
+    With ``placed`` (a list), a large array gets its space allocated but not written,
+    and ``(file offset, array)`` is appended for :func:`stream_h5` to fill; small ones
+    (and all without ``placed``) are written by HDF5. ``opaque_bfloat16=False`` leaves
+    bfloat16 to h5py, as Keras's legacy writer does.
+    """
+    streamable = _streamable(array) and (opaque_bfloat16 or array.dtype.name != "bfloat16")
+    if placed is not None and streamable:
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # the offset is known now
+        dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)  # and HDF5 never writes there
+        dataset = group.create_dataset(name, shape=array.shape, dtype=array.dtype, dcpl=dcpl)
+        placed.append((dataset.id.get_offset(), array))
+        return dataset
+    return group.create_dataset(name, data=array)
+
+
 def write_state(h5, entries, *, placed: list | None = None) -> None:
     """Write captured state (``_keras.capture_state``) in the layout Keras's H5IOStore writes.
 
     Each entry becomes ``<path>/vars`` with its attributes and one dataset per
-    array; bfloat16 arrays carry a ``dtype`` attribute, as Keras marks them. With
-    ``placed`` (a list), large arrays get their space allocated but not written, and
-    ``(file offset, array)`` pairs are appended for :func:`stream_state` to fill.
+    array; bfloat16 arrays carry a ``dtype`` attribute, as Keras marks them.
+    ``placed``: see :func:`place_dataset`.
     """
     for entry in entries:
         group = h5.create_group("vars") if not entry.path else h5.create_group(entry.path).create_group("vars")
         for key, value in entry.attrs.items():
             group.attrs[key] = value
         for name, array in entry.arrays:
-            if placed is not None and _streamable(array):
-                dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-                dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)  # the offset is known now
-                dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)  # and HDF5 never writes there
-                dataset = group.create_dataset(name, shape=array.shape, dtype=array.dtype, dcpl=dcpl)
-                placed.append((dataset.id.get_offset(), array))
-            else:
-                dataset = group.create_dataset(name, data=array)
+            dataset = place_dataset(group, name, array, placed)
             if array.dtype.name == "bfloat16":
                 dataset.attrs["dtype"] = "bfloat16"
 
 
 def stream_state(out, entries, scratch: pathlib.Path, attrs: dict | None = None) -> str:
-    """Write captured state as one HDF5 file to the sequential stream ``out``; return its hash.
+    """Write captured state as one HDF5 file (Keras 3's weights layout) to ``out``; return its hash.
+
+    ``attrs``: root attributes (kerasafe's manifest in a ``.weights.h5``).
+    """
+    def build(h5, placed):
+        write_state(h5, entries, placed=placed)
+        for key, value in (attrs or {}).items():
+            h5.attrs[key] = value
+
+    return stream_h5(out, scratch, build)
+
+
+def stream_h5(out, scratch: pathlib.Path, build) -> str:
+    """Write an HDF5 file to the sequential stream ``out`` (a file or a zip member); return its hash.
 
     HDF5 cannot write to a stream that does not seek (a zip member), and going
     through a temporary file copies every byte twice. So HDF5 writes only a
-    skeleton to ``scratch`` (groups, attributes, small datasets, and space
-    reserved for the large ones, left as holes), and the file is then streamed in
-    offset order: skeleton bytes where HDF5 wrote, array bytes where it reserved.
-    ``attrs``: root attributes (kerasafe's manifest in a ``.weights.h5``).
+    skeleton to ``scratch``: ``build(h5, placed)`` makes the groups, attributes
+    and small datasets, and reserves space for the large ones with
+    :func:`place_dataset`, left as holes. The file is then streamed in offset order:
+    skeleton bytes where HDF5 wrote, array bytes where it reserved.
     """
     placed: list = []
     try:
         with h5py.File(scratch, "w") as h5:
-            write_state(h5, entries, placed=placed)
-            for key, value in (attrs or {}).items():
-                h5.attrs[key] = value
+            build(h5, placed)
         size = scratch.stat().st_size
         placed.sort(key=lambda p: p[0])
         hasher = storage.new_hasher()

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 
 import json
+import pathlib
 import warnings
 
 import numpy as np
 
-from .. import _keras, errors, translation
+from .. import _keras, _keras_direct, errors, storage, translation
 from .. import optimizer_translation as opt
-from . import _hdf5
-from .base import MODEL, Format, apply_manifest, model_from_stored_architecture, summary
+from . import _direct, _hdf5
+from .base import MODEL, Format, apply_manifest, stored_model_to_fill, summary
+from .keras_zip import weights_file
 
 
 def _first_line(exc: Exception) -> str:
@@ -173,6 +175,82 @@ def _write_keras2_configs(f, target) -> None:
         f.attrs["training_config"] = json.dumps(training)
 
 
+def _legacy_subset(group, variables, placed: list, hashes: dict) -> None:
+    """Keras's ``save_subset_weights_to_hdf5_group``, each array placed for streaming and hashed from memory."""
+    _keras.legacy_h5().save_attributes_to_hdf5_group(group, "weight_names", [str(v.path).encode("utf8") for v in variables])
+    for v in variables:
+        array = _keras._host_view(v)
+        dataset = _hdf5.place_dataset(group, str(v.path), array, placed, opaque_bfloat16=False)
+        hashes[dataset.name.lstrip("/")] = storage.hash_bytes(array)
+
+
+def _legacy_groups(model) -> list[tuple[str, list]]:
+    """``(group name, variables)`` in the order Keras's legacy writer makes them."""
+    legacy = _keras.legacy_h5()
+    groups = [(layer.name, legacy._legacy_weights(layer)) for layer in sorted(model.layers, key=lambda layer: layer.name)]
+    own = [v for v in model._trainable_variables + model._non_trainable_variables if v in model.weights]
+    return groups + [("top_level_model_weights", own)]
+
+
+def legacy_weights_skeleton(group, placed: list, model) -> dict[str, str]:
+    """Keras's ``save_weights_to_hdf5_group`` layout in ``group``, for ``_hdf5.stream_h5``; the datasets' hashes."""
+    hashes: dict[str, str] = {}
+    _keras.legacy_h5().save_attributes_to_hdf5_group(group, "layer_names", [layer.name.encode("utf8") for layer in model.layers])
+    group.attrs["backend"] = _keras.backend_name().encode("utf8")
+    group.attrs["keras_version"] = str(_keras.keras().__version__).encode("utf8")
+    for name, variables in _legacy_groups(model):  # sorted by layer name, so group names grow
+        _legacy_subset(group.create_group(name), variables, placed, hashes)
+    return hashes
+
+
+def read_legacy_weights_direct(model, h5, window, path, prefix: str, hashes: dict) -> bool:
+    """Fill ``model`` from the legacy layout under ``prefix``, each array read at its offset (formats._direct).
+
+    Pairs each layer's variables with its group's ``weight_names`` by position, as
+    Keras's loader does, for files laid out as :func:`legacy_weights_skeleton` writes
+    them for this model (kerasafe's own, rebuilt from their manifest). Returns False,
+    having read nothing, when the groups or shapes do not fit, for Keras's loader.
+    """
+    legacy = _keras.legacy_h5()
+    refs = _direct.layout(h5, window.length, path)
+    pairs = []
+    for group_name, variables in _legacy_groups(model):
+        group = h5.get(f"{prefix}{group_name}")
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in legacy.load_attributes_from_hdf5_group(group, "weight_names")] if group is not None else []
+        if len(names) != len(variables):
+            return False
+        pairs += [(refs.get(f"{prefix}{group_name}/{name}"), v) for name, v in zip(names, variables)]
+    if any(ref is None or tuple(ref.shape) != tuple(v.shape) for ref, v in pairs):
+        return False
+    reader = _direct.SequentialReader(window, path, hashes)
+    for ref, variable in pairs:
+        variable.assign(_keras_direct.adopt(reader.read(ref, h5)))
+    _keras.finalize_loaded_state(model)
+    return True
+
+
+def _legacy_skeleton(h5, placed, model, include_optimizer: bool, manifest: dict, target) -> None:
+    """The layout Keras's ``save_model_to_hdf5`` writes, with the weights placed for ``_hdf5.stream_h5``.
+
+    Keras's own writer puts every byte through HDF5 into a file that must seek, then
+    kerasafe would read it all back to hash it; here the arrays are views of the
+    variables, hashed from memory, and streamed once. The names, groups and attributes
+    are Keras's, made with Keras's own helpers where it has them.
+    """
+    from keras.src.legacy.saving import json_utils, saving_options
+
+    with saving_options.keras_option_scope(use_legacy_config=True):
+        metadata = _keras.legacy_saving_utils().model_metadata(model, include_optimizer)
+    for key, value in metadata.items():
+        h5.attrs[key] = json.dumps(value, default=json_utils.get_json_type).encode("utf8") if isinstance(value, dict | list | tuple) else value
+    hashes = legacy_weights_skeleton(h5.create_group("model_weights"), placed, model)
+    optimizer = getattr(model, "optimizer", None)
+    if include_optimizer and optimizer is not None and optimizer.variables:
+        _legacy_subset(h5.create_group("optimizer_weights"), list(optimizer.variables), placed, hashes)
+    _write_keras2_configs(h5, target)
+    _hdf5.write_manifest(h5, dict(manifest, hashes=hashes))
+
+
 class HDF5ModelFormat(Format):
     name = "h5"
     description = "legacy full-model HDF5 (.h5)"
@@ -186,7 +264,6 @@ class HDF5ModelFormat(Format):
             return "model_config" in f.attrs
 
     def write(self, model, target, manifest, *, include_optimizer):
-        legacy = _keras.legacy_h5()
         # The Keras 3 config goes into the manifest, so kerasafe rebuilds exactly this model;
         # model_config is rewritten in Keras 2 terms so tf.keras 2 opens the file as well.
         manifest = dict(manifest, architecture=_keras.serialize_model(model))
@@ -194,11 +271,10 @@ class HDF5ModelFormat(Format):
             manifest["compile_config"] = _keras.compile_config(model)
         else:
             manifest["architecture"]["compile_config"] = None
-        with _hdf5.open_h5(target, "w") as f, _keras.preserve_compile_config(model), _keras.tensorflow_left_alone():
-            legacy.save_model_to_hdf5(model, f, include_optimizer=include_optimizer)
-            _write_keras2_configs(f, target)
-            f.flush()
-            _hdf5.write_manifest(f, dict(manifest, hashes=_hdf5.dataset_hashes(f)))
+        target = pathlib.Path(target)
+        with _keras.preserve_compile_config(model), _keras.tensorflow_left_alone(), storage.HashingFileWriter(target) as out:
+            _hdf5.stream_h5(out, target.with_name(target.name + ".skeleton.h5"),
+                            lambda h5, placed: _legacy_skeleton(h5, placed, model, include_optimizer, manifest, target))
 
     def read(self, path, *, compile, safe_mode, custom_objects):
         from .architecture import legacy_model_from_config
@@ -212,8 +288,12 @@ class HDF5ModelFormat(Format):
                     path, "an HDF5 model with a 'model_weights' group", f"groups {list(f)[:6]}", "save the model again"
                 )
             if (manifest or {}).get("architecture"):
-                model = model_from_stored_architecture(manifest, path, compile=False, safe_mode=safe_mode, custom_objects=custom_objects)
-                load_legacy_weights(model, group, path, by_name=False, skip_mismatch=False)
+                # kerasafe's own file: the model built empty and each array read at its offset.
+                with stored_model_to_fill(manifest, path, compile=False, safe_mode=safe_mode, custom_objects=custom_objects) as model:
+                    with weights_file(path) as (h5, window):
+                        direct = read_legacy_weights_direct(model, h5, window, path, "model_weights/", manifest.get("hashes") or {})
+                    if not direct:
+                        load_legacy_weights(model, group, path, by_name=False, skip_mismatch=False)
             else:
                 # A file from Keras 1/2, tf.keras 2 or plain Keras 3: its config goes through the
                 # legacy translation (old names, old hard_sigmoid) and the check for code; the

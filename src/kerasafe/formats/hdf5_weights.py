@@ -18,7 +18,7 @@ from .. import _keras, storage
 from .. import manifest as manifest_mod
 from . import _hdf5
 from .base import WEIGHTS, Format, apply_manifest, stored_model_to_fill, summary
-from .hdf5_model import load_legacy_weights
+from .hdf5_model import legacy_weights_skeleton, load_legacy_weights, read_legacy_weights_direct
 from .keras_zip import DirectWeights, keras3_weights_overview, load_keras3_weights, weights_file
 
 
@@ -94,17 +94,26 @@ class LegacyWeightsFormat(_WeightsH5):
             return "layer_names" in f.attrs and "model_config" not in f.attrs
 
     def write_weights(self, model, target, manifest):
-        legacy = _keras.legacy_h5()
-        with _hdf5.open_h5(target, "w") as f:
-            legacy.save_weights_to_hdf5_group(f, model)
-            f.flush()
-            _hdf5.write_manifest(f, dict(manifest, hashes=_hdf5.dataset_hashes(f)))
+        # Keras's layout, streamed from views of the variables (as .weights.h5 is).
+        target = pathlib.Path(target)
+
+        def build(h5, placed):
+            hashes = legacy_weights_skeleton(h5, placed, model)
+            _hdf5.write_manifest(h5, dict(manifest, hashes=hashes))
+
+        with storage.HashingFileWriter(target) as out:
+            _hdf5.stream_h5(out, target.with_name(target.name + ".skeleton.h5"), build)
 
     def read_weights(self, model, path, *, by_name, skip_mismatch):
         with _hdf5.open_h5(path, expected="a Keras 2 weights file") as f:
             _hdf5.reject_external_links(f, path)
+            manifest = _hdf5.read_manifest(f, path)
+            if manifest is not None and not by_name:  # kerasafe's own file: straight from the offsets if the names fit
+                with weights_file(path) as (h5, window):
+                    if read_legacy_weights_direct(model, h5, window, path, "", manifest.get("hashes") or {}):
+                        return manifest
             load_legacy_weights(model, f, path, by_name=by_name, skip_mismatch=skip_mismatch)
-            return _hdf5.read_manifest(f, path)
+            return manifest
 
     def inspect(self, path):
         with _hdf5.open_h5(path) as f:
