@@ -263,8 +263,8 @@ def child(op: str, fmt: str, impl: str, mib: float, path: str) -> None:
     build_model(0.01)  # backend initialised before the baseline
     model = build_model(mib) if op == "save" else None
     ready = build_model(mib, random=False) if op == "load" and (impl in ("raw", "safetensors") or fmt == ".weights.h5") else None
-    for w in ready.weights if ready is not None else ():
-        np.asarray(w)  # JAX computes initial values lazily: make them resident before the baseline
+    for w in (ready or model).weights if (ready or model) is not None else ():
+        np.asarray(w)  # JAX computes values asynchronously: make them resident before the baseline
     size = expected_bytes(mib)
     pathlib.Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
     before = _status("VmRSS")

@@ -97,9 +97,11 @@ def _keras_dtype(code: str):
     return name
 
 
-def _read_tensor(fd: int, entry: dict, start: int, path, name: str) -> np.ndarray:
+def _read_tensor(fd: int, entry: dict, start: int, path, name: str, hasher=None) -> np.ndarray:
+    """The tensor's bytes, 64-byte aligned; ``hasher`` (optional) is fed them as they arrive."""
     array = _direct.aligned_empty(tuple(entry["shape"]), _keras_dtype(entry["dtype"]))
-    _direct.pread_into(fd, memoryview(array.reshape(-1)).cast("B"), start + entry["data_offsets"][0], path, f"tensor '{name}'")
+    _direct.pread_hashed(fd, memoryview(array.reshape(-1)).cast("B"), start + entry["data_offsets"][0], path, f"tensor '{name}'",
+                         None if hasher is None else hasher.update)
     return array
 
 
@@ -199,8 +201,9 @@ class SafetensorsFormat(Format):
                         path, f"shape {tuple(variable.shape)} for '{variable.path}'", f"tensor '{key}' of shape {shape}",
                         "load into the model these weights were saved from, or pass skip_mismatch=True",
                     )
-                value = _read_tensor(f.fileno(), header[key], start, path, key)
-                if key in hashes and storage.hash_bytes(value) != hashes[key]:  # xxh3: a fraction of the read
+                hasher = storage.new_hasher() if key in hashes else None
+                value = _read_tensor(f.fileno(), header[key], start, path, key, hasher)
+                if hasher is not None and f"{storage.HASH_ALGORITHM}:{hasher.hexdigest()}" != hashes[key]:
                     raise errors.CorruptFileError(path, f"tensor '{key}' as it was saved", "different bytes (its hash does not match)",
                                                   "the file is corrupt; restore it from a copy or save the model again")
                 variable.assign(_keras_direct.adopt(value.astype(str(variable.dtype), copy=False)))
