@@ -70,12 +70,13 @@ def write_manifest(f: h5py.File, manifest: dict) -> None:
     f.attrs[manifest_mod.MANIFEST_KEY] = manifest_mod.dumps(manifest)
 
 
-def reject_external_links(f: h5py.File, path) -> None:
+def reject_external_links(f: h5py.File, path) -> dict:
     """External links and external dataset storage make HDF5 read other files; refuse both,
-    and datasets declaring more bytes than the file holds (formats._direct.layout's checks)."""
+    and datasets declaring more bytes than the file holds (formats._direct.layout's checks).
+    Returns the layout (every dataset's offset), for reads that follow."""
     from . import _direct
 
-    _direct.layout(f, f.id.get_filesize(), path)
+    return _direct.layout(f, f.id.get_filesize(), path)
 
 
 def datasets(group: h5py.Group) -> list[tuple[str, h5py.Dataset]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 
 import json
+import os
 import pathlib
 import warnings
 
@@ -18,7 +19,6 @@ from .. import _keras, _keras_direct, errors, storage, translation
 from .. import optimizer_translation as opt
 from . import _direct, _hdf5
 from .base import MODEL, Format, apply_manifest, stored_model_to_fill, summary
-from .keras_zip import weights_file
 
 
 def _first_line(exc: Exception) -> str:
@@ -203,16 +203,16 @@ def legacy_weights_skeleton(group, placed: list, model) -> dict[str, str]:
     return hashes
 
 
-def read_legacy_weights_direct(model, h5, window, path, prefix: str, hashes: dict) -> bool:
+def read_legacy_weights_direct(model, h5, refs: dict, path, prefix: str, hashes: dict) -> bool:
     """Fill ``model`` from the legacy layout under ``prefix``, each array read at its offset (formats._direct).
 
-    Pairs each layer's variables with its group's ``weight_names`` by position, as
+    ``refs``: the file's layout (``_hdf5.reject_external_links``). Pairs each layer's
+    variables with its group's ``weight_names`` by position, as
     Keras's loader does, for files laid out as :func:`legacy_weights_skeleton` writes
     them for this model (kerasafe's own, rebuilt from their manifest). Returns False,
     having read nothing, when the groups or shapes do not fit, for Keras's loader.
     """
     legacy = _keras.legacy_h5()
-    refs = _direct.layout(h5, window.length, path)
     pairs = []
     for group_name, variables in _legacy_groups(model):
         group = h5.get(f"{prefix}{group_name}")
@@ -222,9 +222,10 @@ def read_legacy_weights_direct(model, h5, window, path, prefix: str, hashes: dic
         pairs += [(refs.get(f"{prefix}{group_name}/{name}"), v) for name, v in zip(names, variables)]
     if any(ref is None or tuple(ref.shape) != tuple(v.shape) for ref, v in pairs):
         return False
-    reader = _direct.SequentialReader(window, path, hashes)
-    for ref, variable in pairs:
-        variable.assign(_keras_direct.adopt(reader.read(ref, h5)))
+    with open(path, "rb") as raw:
+        reader = _direct.SequentialReader(_direct.FileWindow(raw.fileno(), 0, os.fstat(raw.fileno()).st_size), path, hashes)
+        for ref, variable in pairs:
+            variable.assign(_keras_direct.adopt(reader.read(ref, h5)))
     _keras.finalize_loaded_state(model)
     return True
 
@@ -280,7 +281,7 @@ class HDF5ModelFormat(Format):
         from .architecture import legacy_model_from_config
 
         with _hdf5.open_h5(path, expected="a full-model HDF5 file") as f:
-            _hdf5.reject_external_links(f, path)
+            refs = _hdf5.reject_external_links(f, path)
             manifest = _hdf5.read_manifest(f, path)
             group = f.get("model_weights")
             if group is None:
@@ -290,9 +291,7 @@ class HDF5ModelFormat(Format):
             if (manifest or {}).get("architecture"):
                 # kerasafe's own file: the model built empty and each array read at its offset.
                 with stored_model_to_fill(manifest, path, compile=False, safe_mode=safe_mode, custom_objects=custom_objects) as model:
-                    with weights_file(path) as (h5, window):
-                        direct = read_legacy_weights_direct(model, h5, window, path, "model_weights/", manifest.get("hashes") or {})
-                    if not direct:
+                    if not read_legacy_weights_direct(model, f, refs, path, "model_weights/", manifest.get("hashes") or {}):
                         load_legacy_weights(model, group, path, by_name=False, skip_mismatch=False)
             else:
                 # A file from Keras 1/2, tf.keras 2 or plain Keras 3: its config goes through the

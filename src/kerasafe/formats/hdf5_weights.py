@@ -56,6 +56,16 @@ class Keras3WeightsFormat(_WeightsH5):
                 return False
             return "layers" in f or "vars" in f or _hdf5.attr_text(f, "kerasafe") is not None
 
+    def read(self, path, *, compile, safe_mode, custom_objects):
+        # One walk over the file (DirectWeights) does the checks and finds the offsets.
+        with weights_file(path) as (h5, window):
+            manifest = _hdf5.read_manifest(h5, path)
+            weights = DirectWeights(h5, window, path, (manifest or {}).get("hashes") or None)
+            with stored_model_to_fill(manifest, path, compile=compile, safe_mode=safe_mode, custom_objects=custom_objects) as model:
+                _keras.ensure_optimizer_built(model)
+                load_keras3_weights(model, weights, path, by_name=False, skip_mismatch=False)
+        return model, manifest
+
     def write_weights(self, model, target, manifest):
         # The same HDF5 layout Keras's save_weights writes, streamed front to back from views
         # of the variables (formats/_hdf5.stream_state): no copy of the model, no read-back to hash.
@@ -106,12 +116,11 @@ class LegacyWeightsFormat(_WeightsH5):
 
     def read_weights(self, model, path, *, by_name, skip_mismatch):
         with _hdf5.open_h5(path, expected="a Keras 2 weights file") as f:
-            _hdf5.reject_external_links(f, path)
+            refs = _hdf5.reject_external_links(f, path)
             manifest = _hdf5.read_manifest(f, path)
-            if manifest is not None and not by_name:  # kerasafe's own file: straight from the offsets if the names fit
-                with weights_file(path) as (h5, window):
-                    if read_legacy_weights_direct(model, h5, window, path, "", manifest.get("hashes") or {}):
-                        return manifest
+            # kerasafe's own file: straight from the offsets if the names fit
+            if manifest is not None and not by_name and read_legacy_weights_direct(model, f, refs, path, "", manifest.get("hashes") or {}):
+                return manifest
             load_legacy_weights(model, f, path, by_name=by_name, skip_mismatch=skip_mismatch)
             return manifest
 
