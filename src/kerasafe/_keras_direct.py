@@ -94,13 +94,16 @@ def _direct_store_class():
 def variables_filled_by_loading():
     """Build models whose variables get their first value from the file, not from initializers.
 
-    On JAX, variables created inside Keras's StatelessScope are left unallocated until
+    Variables created inside Keras's StatelessScope are left unallocated until
     assigned, so a model being loaded never holds a second, random copy of its weights
-    (for a 1 GiB model, 1 GiB of initializer work and memory). Whatever the file did
-    not fill is initialized normally on the way out. Other backends allocate a variable
-    when it is created, so for them this does nothing.
+    (for a 1 GiB model, 1 GiB of initializer work and memory). On JAX assigning such a
+    variable sets it; a PyTorch variable cannot be assigned before it exists, so there
+    each one's first ``assign`` creates it from the value instead
+    (:func:`_create_on_first_assign`). Whatever the file did not fill is initialized
+    normally on the way out. TensorFlow's optimizers key their slots by the variable's
+    TensorFlow handle, which an unallocated variable lacks: there this does nothing.
     """
-    if keras().backend.backend() != "jax":
+    if keras().backend.backend() not in ("jax", "torch"):
         yield lambda: None
         return
     from keras.src.backend.common import global_state
@@ -110,21 +113,51 @@ def variables_filled_by_loading():
     scope = StatelessScope(initialize_variables=False)  # the default would initialize every variable on exit
     entered = [True]
 
+    def pending():
+        return (global_state.get_global_attribute("uninitialized_variables") or [])[before:]
+
     def end_scope():
         if entered[0]:
             scope.__exit__(None, None, None)
             entered[0] = False
+            if keras().backend.backend() == "torch":
+                for variable in pending():
+                    _create_on_first_assign(variable)
 
     scope.__enter__()
     try:
         yield end_scope  # the caller ends the scope once the model is built, before loading values
     finally:
         end_scope()
-        pending = global_state.get_global_attribute("uninitialized_variables") or []
-        for variable in pending[before:]:
+        for variable in pending():
+            variable.__dict__.pop("assign", None)
             if variable._value is None:
                 variable._deferred_initialize()
-        global_state.set_global_attribute("uninitialized_variables", pending[:before])
+        all_pending = global_state.get_global_attribute("uninitialized_variables") or []
+        global_state.set_global_attribute("uninitialized_variables", all_pending[:before])
+
+
+def _create_on_first_assign(variable) -> None:
+    """Make ``variable.assign(value)`` create the unallocated variable from ``value``.
+
+    Keras's PyTorch variables assign into the tensor they hold, and an unallocated one
+    holds none (it would copy into a throwaway placeholder). Until
+    its first assign, this one instance's ``assign`` calls Keras's ``_initialize``, as
+    Keras does for a variable created from a value. The tensor then shares the array
+    read from the file: no copy.
+    """
+    def assign(value):
+        del variable.__dict__["assign"]  # later assigns are Keras's own
+        if variable._value is not None:
+            return variable.assign(value)
+        value = variable._convert_to_tensor(value, dtype=variable.dtype)
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(f"The shape of the target variable and the shape of the target value in `variable.assign(value)` must match. "
+                             f"variable.shape={variable.shape}, Received: value.shape={value.shape}. Target variable: {variable}")
+        variable._initialize(value)
+        return value
+
+    variable.__dict__["assign"] = assign
 
 
 def model_from_config_json(config_json, custom_objects, compile, safe_mode, end_scope=None):

@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import functools
@@ -87,27 +88,30 @@ def pread_into(fd: int, view: memoryview, offset: int, path, what: str) -> None:
 # release the GIL: a large array is read in pieces on a helper thread while the caller
 # hashes the piece before, so checking costs little on top of reading.
 _PIECE = 16 << 20
+_AHEAD = 2  # pieces in flight: two readers keep the page-cache copy going on both cores
 
 
 @functools.cache
 def _read_ahead():
-    return concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kerasafe-read")
+    return concurrent.futures.ThreadPoolExecutor(max_workers=_AHEAD, thread_name_prefix="kerasafe-read")
 
 
 def pread_hashed(fd: int, view: memoryview, offset: int, path, what: str, update=None) -> None:
-    """:func:`pread_into`, passing each piece to ``update`` (a hash's) while the next is read."""
+    """:func:`pread_into`, passing each piece to ``update`` (a hash's) while the next are read."""
     if update is None or len(view) <= 2 * _PIECE:
         pread_into(fd, view, offset, path, what)
         if update is not None:
             update(view)
         return
-    starts = range(0, len(view), _PIECE)
-    pending = _read_ahead().submit(pread_into, fd, view[:_PIECE], offset, path, what)
-    for start in starts:
-        pending.result()
-        following = start + _PIECE
-        if following < len(view):
-            pending = _read_ahead().submit(pread_into, fd, view[following:following + _PIECE], offset + following, path, what)
+    starts = list(range(0, len(view), _PIECE))
+    pending = collections.deque()
+    for start in starts[:_AHEAD]:
+        pending.append(_read_ahead().submit(pread_into, fd, view[start:start + _PIECE], offset + start, path, what))
+    for i, start in enumerate(starts):
+        pending.popleft().result()
+        if i + _AHEAD < len(starts):
+            following = starts[i + _AHEAD]
+            pending.append(_read_ahead().submit(pread_into, fd, view[following:following + _PIECE], offset + following, path, what))
         update(view[start:start + _PIECE])
 
 
