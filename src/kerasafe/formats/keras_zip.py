@@ -289,7 +289,7 @@ class KerasZipFormat(Format):
         with weights_h5(zf, path) as (h5, window):
             weights = DirectWeights(h5, window, path, expected)  # checks the file before anything is built
             try:
-                # Variables are created empty and get their first value from the file (JAX).
+                # Variables are created empty and get their first value from the file (JAX, PyTorch).
                 with _keras_direct.variables_filled_by_loading() as built:
                     model = _keras_direct.model_from_config_json(config_json, custom_objects, compile, safe_mode, built)
                     assets = [n for n in zf.namelist() if n.startswith("assets/")]
