@@ -194,34 +194,34 @@ def time_size(mib: float, repeats: int, folder: pathlib.Path) -> dict:
                 if path.exists():
                     path.unlink()
                 os.sync()
-                start = time.perf_counter()
-                save(impl, fmt, model, path)
-                key = ("save", fmt, impl)
-                results[key] = min(results.get(key, math.inf), time.perf_counter() - start)
+                _keep_best(results, ("save", fmt, impl), _seconds(save, impl, fmt, model, path))
         for fmt in FORMATS:
             for impl in candidates(fmt):
                 path = folder / f"m-{impl}{suffix(impl, fmt)}"
                 save(impl, fmt, model, path)
                 os.sync()  # no write-back of this save competes with the load
                 _warm(path)
-                start = time.perf_counter()
-                loaded = load(impl, fmt, path, ready)
-                key = ("load", fmt, impl)
-                results[key] = min(results.get(key, math.inf), time.perf_counter() - start)
-                del loaded
+                _keep_best(results, ("load", fmt, impl), _seconds(load, impl, fmt, path, ready))
                 keras.backend.clear_session()
         path = folder / "m-kerasafe.keras"
         ks_save_for_checks(model, path)
         for impl, fn in (("kerasafe", lambda p=path: _cli("inspect", p, "--json")), ("raw", lambda: _cli(None))):
-            start = time.perf_counter()
-            fn()
-            results[("inspect", ".keras", impl)] = min(results.get(("inspect", ".keras", impl), math.inf), time.perf_counter() - start)
+            _keep_best(results, ("inspect", ".keras", impl), _seconds(fn))
         for impl, fn in (("kerasafe", lambda p=path: _verify(p)), ("raw", lambda p=path: raw_read(p))):
             _warm(path)
-            start = time.perf_counter()
-            fn()
-            results[("verify", ".keras", impl)] = min(results.get(("verify", ".keras", impl), math.inf), time.perf_counter() - start)
+            _keep_best(results, ("verify", ".keras", impl), _seconds(fn))
     return results
+
+
+def _seconds(fn, *args) -> float:
+    """Wall-clock seconds of ``fn(*args)``."""
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def _keep_best(results: dict, key: tuple, seconds: float) -> None:
+    results[key] = min(results.get(key, math.inf), seconds)
 
 
 def ks_save_for_checks(model, path) -> None:
@@ -322,12 +322,7 @@ def _save_then_load(model, target: pathlib.Path) -> tuple[float, float]:
     """Seconds for ``ks.save`` and then ``ks.load`` of ``target``."""
     import kerasafe as ks
 
-    start = time.perf_counter()
-    ks.save(model, target)
-    saved = time.perf_counter() - start
-    start = time.perf_counter()
-    ks.load(target)
-    return saved, time.perf_counter() - start
+    return _seconds(lambda: ks.save(model, target)), _seconds(lambda: ks.load(target))
 
 
 def scaling(path: pathlib.Path, folder: pathlib.Path, sizes_mib=(1, 4, 16, 64, 256, 1024, 4096)) -> None:
@@ -355,16 +350,10 @@ def scaling(path: pathlib.Path, folder: pathlib.Path, sizes_mib=(1, 4, 16, 64, 2
           f"{(many_save - few_save) / 1e4 * 1e3:.2f} ms save, {(many_load - few_load) / 1e4 * 1e3:.2f} ms load)")
     # Where the per-weight time goes: Keras's own calls on the same model, and rebuilding
     # the model from its config alone (no weights read), which any loader has to do.
-    start = time.perf_counter()
-    keras.saving.save_model(wide, folder / "many-keras.keras")
-    keras_save = time.perf_counter() - start
-    start = time.perf_counter()
-    keras.saving.load_model(folder / "many-keras.keras")
-    keras_load = time.perf_counter() - start
+    keras_save = _seconds(lambda: keras.saving.save_model(wide, folder / "many-keras.keras"))
+    keras_load = _seconds(lambda: keras.saving.load_model(folder / "many-keras.keras"))
     config = wide.to_json()
-    start = time.perf_counter()
-    keras.models.model_from_json(config)
-    rebuild = time.perf_counter() - start
+    rebuild = _seconds(lambda: keras.models.model_from_json(config))
     print(f"10,000 weights, Keras: save {keras_save:.2f} s, load {keras_load:.2f} s; "
           f"rebuilding the model from its config alone: {rebuild:.2f} s")
     fig, ax = plt.subplots(figsize=(6, 4))

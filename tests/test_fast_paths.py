@@ -36,6 +36,13 @@ def _dataset_span(path, name="layers/dense/vars/0"):
             return start + ds.id.get_offset(), ds.size * ds.dtype.itemsize
 
 
+def _scribble(path, offset: int, size: int) -> None:
+    """Change four bytes in the middle of the ``size`` bytes at ``offset`` (a weight's data, not a header)."""
+    with open(path, "r+b") as f:
+        f.seek(offset + size // 2)
+        f.write(b"\x00\x01\x02\x03")
+
+
 @pytest.mark.parametrize("writer", ["kerasafe", "keras"])
 def test_direct_read_gives_every_variable_bitwise(tmp_path, writer):
     model = _model()
@@ -52,9 +59,7 @@ def test_damaged_weight_bytes_are_caught_by_the_hash_on_the_way(tmp_path, writer
     path = tmp_path / "m.keras"
     ks.save(_model(), path) if writer == "kerasafe" else keras.saving.save_model(_model(), path)
     offset, size = _dataset_span(path)
-    with open(path, "r+b") as f:
-        f.seek(offset + size // 2)
-        f.write(b"\x00\x01\x02\x03")
+    _scribble(path, offset, size)
     with pytest.raises(errors.CorruptFileError, match="m.keras.*match what was written.*different hash"):
         ks.load(path)
 
@@ -222,9 +227,7 @@ def test_weights_h5_written_by_keras_loads_bitwise_through_the_direct_path(tmp_p
 def _damage_dataset(path, name):
     with h5py.File(path) as h5:
         offset, size = h5[name].id.get_offset(), h5[name].size * h5[name].dtype.itemsize
-    with open(path, "r+b") as f:
-        f.seek(offset + size // 2)
-        f.write(b"\x00\x01\x02\x03")
+    _scribble(path, offset, size)
 
 
 def test_damaged_weights_h5_bytes_are_caught_by_the_per_array_hash(tmp_path):
@@ -244,9 +247,7 @@ def test_load_weights_from_a_keras_archive_checks_the_bytes(tmp_path):
     np.testing.assert_array_equal(np.asarray(fresh.weights[0]), np.asarray(model.weights[0]))
     ks.load_weights(fresh, path, by_name=True)  # through h5py, on a window of the same bytes
     offset, size = _dataset_span(path)
-    with open(path, "r+b") as f:
-        f.seek(offset + size // 2)
-        f.write(b"\x00\x01\x02\x03")
+    _scribble(path, offset, size)
     with pytest.raises(errors.CorruptFileError, match="m.keras.*different hash"):
         ks.load_weights(keras.models.clone_model(model), path)
 

@@ -49,7 +49,7 @@ def _direct_store_class():
         # A subclass only because Keras's _load_state accepts nothing but its own store
         # types. It answers Keras's get/keys/[] from a table of dataset offsets and reads
         # each array when Keras asks for it, so one array at a time is in flight.
-        def __init__(self, h5, refs, reader, groups=None):
+        def __init__(self, h5, refs, reader, groups):
             self.h5_file, self.mode, self._reader, self._paths = h5, "r", reader, groups
             self._tf213 = "_layer_checkpoint_dependencies" in h5  # tf.keras 2.13's layout
             self._groups: dict[str, dict] = {}
@@ -82,7 +82,7 @@ def _direct_store_class():
 
         def has_path(self, path):
             # Keras asks this for every container; answered from the one walk over the file.
-            return path in self._paths if self._paths is not None else path in self.h5_file
+            return path in self._paths
 
         def close(self):
             pass
@@ -160,14 +160,11 @@ def _create_on_first_assign(variable) -> None:
     variable.__dict__["assign"] = assign
 
 
-def model_from_config_json(config_json, custom_objects, compile, safe_mode, end_scope=None):
+def model_from_config_json(config_json, custom_objects, compile, safe_mode, end_scope):
     """Keras's ``_model_from_config``, with the model's variables created inside
     :func:`variables_filled_by_loading` (``end_scope`` ends it) and compiled after,
     since an optimizer allocates its step counter when it is constructed."""
-    lib = saving_lib()
-    if end_scope is None:
-        return lib._model_from_config(config_json, custom_objects, compile, safe_mode)
-    model = lib._model_from_config(config_json, custom_objects, False, safe_mode)
+    model = saving_lib()._model_from_config(config_json, custom_objects, False, safe_mode)
     end_scope()
     _compile_from_config(model, json.loads(config_json).get("compile_config") if compile else None, custom_objects, safe_mode)
     return model
@@ -193,8 +190,9 @@ def _compile_from_config(model, compile_config, custom_objects, safe_mode) -> No
     model.compiled = True
 
 
-def direct_store(h5, refs, reader, groups=None):
-    """A store Keras's ``_load_state`` reads from, answering from offsets (formats._direct)."""
+def direct_store(h5, refs, reader, groups: set):
+    """A store Keras's ``_load_state`` reads from, answering from offsets (formats._direct);
+    ``groups``: every group's path (``_direct.layout``)."""
     return _direct_store_class()(h5, refs, reader, groups)
 
 

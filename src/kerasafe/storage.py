@@ -49,13 +49,30 @@ def new_hasher():
     return xxhash.xxh3_128()
 
 
+def digest(hasher) -> str:
+    """A hasher's result as recorded in manifests: ``"xxh3_128:<hex>"``."""
+    return f"{HASH_ALGORITHM}:{hasher.hexdigest()}"
+
+
+# Large arrays go to a pipelined writer in pieces of this size, so hashing one piece
+# overlaps the writer thread's write of the one before.
+WRITE_PIECE = 32 << 20
+
+
+def pieces(array: np.ndarray):
+    """The array's bytes (C order, no copy when already contiguous) as :data:`WRITE_PIECE` views."""
+    flat = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    for start in range(0, len(flat), WRITE_PIECE):
+        yield flat[start:start + WRITE_PIECE]
+
+
 def hash_bytes(data) -> str:
     """Hash of a bytes-like object or of a NumPy array's bytes in C order."""
     if isinstance(data, np.ndarray | np.generic):
         data = np.ascontiguousarray(data)
     h = new_hasher()
     h.update(memoryview(data).cast("B"))
-    return f"{HASH_ALGORITHM}:{h.hexdigest()}"
+    return digest(h)
 
 
 def hash_stream(stream, length: int | None = None) -> str:
@@ -78,7 +95,7 @@ def hash_stream(stream, length: int | None = None) -> str:
         h.update(chunk)
         if remaining is not None:
             remaining -= len(chunk)
-    return f"{HASH_ALGORITHM}:{h.hexdigest()}"
+    return digest(h)
 
 
 _WRITEBACK_BYTES = 32 << 20
@@ -161,7 +178,7 @@ class HashingFileWriter(io.RawIOBase):
             super().close()
         if self._error is not None:
             raise self._error
-        self.digest = f"{HASH_ALGORITHM}:{self._hasher.hexdigest()}"
+        self.digest = digest(self._hasher)
 
 
 # --- checks on paths a user hands us ---------------------------------------------------------

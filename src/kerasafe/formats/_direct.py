@@ -244,7 +244,7 @@ class SequentialReader:
         recorded = (self._per_dataset or {}).get(ref.name)
         hasher = storage.new_hasher() if recorded is not None else None
         array = self._read(ref, h5, hasher)
-        if recorded is not None and f"{storage.HASH_ALGORITHM}:{hasher.hexdigest()}" != recorded:
+        if recorded is not None and storage.digest(hasher) != recorded:
             # Kept as well as raised: Keras's loader turns an error inside a layer into "could not be loaded".
             self.damage = errors.CorruptFileError(self.path, f"dataset '{ref.name}' with the bytes that were written",
                                                   "a different hash (damaged bytes)", "the file is corrupt; restore it from a copy or save the model again")
@@ -281,7 +281,7 @@ class SequentialReader:
         if self._crc:
             ok = self._crc_value == self.expected[1]
         else:
-            ok = f"{storage.HASH_ALGORITHM}:{self._hasher.hexdigest()}" == self.expected
+            ok = storage.digest(self._hasher) == self.expected
         if not ok:
             raise errors.CorruptFileError(self.path, "weights whose bytes match what was written", "a different hash (damaged bytes)",
                                           "the file is corrupt; restore it from a copy or save the model again")

@@ -149,7 +149,6 @@ def config_layer_classes(config: dict | None) -> dict[str, str]:
 # Arrays below this size are written into the skeleton by HDF5 itself: placing them one
 # by one would cost more than the bytes.
 STREAM_MIN_BYTES = 4096
-_PIECE = 32 << 20
 
 
 def _streamable(array: np.ndarray) -> bool:
@@ -195,17 +194,9 @@ def write_state(h5, entries, *, placed: list | None = None) -> None:
                 dataset.attrs["dtype"] = "bfloat16"
 
 
-def stream_state(out, entries, scratch: pathlib.Path, attrs: dict | None = None) -> str:
-    """Write captured state as one HDF5 file (Keras 3's weights layout) to ``out``; return its hash.
-
-    ``attrs``: root attributes (kerasafe's manifest in a ``.weights.h5``).
-    """
-    def build(h5, placed):
-        write_state(h5, entries, placed=placed)
-        for key, value in (attrs or {}).items():
-            h5.attrs[key] = value
-
-    return stream_h5(out, scratch, build)
+def stream_state(out, entries, scratch: pathlib.Path) -> str:
+    """Write captured state as one HDF5 file (Keras 3's weights layout) to ``out``; return its hash."""
+    return stream_h5(out, scratch, lambda h5, placed: write_state(h5, entries, placed=placed))
 
 
 def stream_h5(out, scratch: pathlib.Path, build) -> str:
@@ -235,12 +226,18 @@ def stream_h5(out, scratch: pathlib.Path, build) -> str:
             for offset, array in placed:
                 skeleton.seek(position)
                 emit(skeleton.read(offset - position))
-                flat = memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
-                for start in range(0, len(flat), _PIECE):  # pieces, so a pipelined writer overlaps them
-                    emit(flat[start:start + _PIECE])
+                for piece in storage.pieces(array):
+                    emit(piece)
                 position = offset + array.nbytes
             skeleton.seek(position)
             emit(skeleton.read(size - position))
-        return f"{storage.HASH_ALGORITHM}:{hasher.hexdigest()}"
+        return storage.digest(hasher)
     finally:
         scratch.unlink(missing_ok=True)
+
+
+def write_h5_file(target, build) -> str:
+    """:func:`stream_h5` into the file ``target`` (written whole, fsynced; the caller commits it)."""
+    target = pathlib.Path(target)
+    with storage.HashingFileWriter(target) as out:
+        return stream_h5(out, target.with_name(target.name + ".skeleton.h5"), build)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
 import warnings
 
 import numpy as np
@@ -272,10 +271,8 @@ class HDF5ModelFormat(Format):
             manifest["compile_config"] = _keras.compile_config(model)
         else:
             manifest["architecture"]["compile_config"] = None
-        target = pathlib.Path(target)
-        with _keras.preserve_compile_config(model), _keras.tensorflow_left_alone(), storage.HashingFileWriter(target) as out:
-            _hdf5.stream_h5(out, target.with_name(target.name + ".skeleton.h5"),
-                            lambda h5, placed: _legacy_skeleton(h5, placed, model, include_optimizer, manifest, target))
+        with _keras.preserve_compile_config(model), _keras.tensorflow_left_alone():
+            _hdf5.write_h5_file(target, lambda h5, placed: _legacy_skeleton(h5, placed, model, include_optimizer, manifest, target))
 
     def read(self, path, *, compile, safe_mode, custom_objects):
         from .architecture import legacy_model_from_config

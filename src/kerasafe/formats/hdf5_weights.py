@@ -12,10 +12,8 @@ the whole model from one file.
 
 from __future__ import annotations
 
-import pathlib
 
-from .. import _keras, storage
-from .. import manifest as manifest_mod
+from .. import _keras
 from . import _hdf5
 from .base import WEIGHTS, Format, apply_manifest, stored_model_to_fill, summary
 from .hdf5_model import legacy_weights_skeleton, load_legacy_weights, read_legacy_weights_direct
@@ -30,8 +28,7 @@ class _WeightsH5(Format):
 
     def read(self, path, *, compile, safe_mode, custom_objects):
         with _hdf5.open_h5(path, expected="an HDF5 weights file") as f:
-            _hdf5.reject_external_links(f, path)
-            manifest = _hdf5.read_manifest(f, path)
+            manifest = _hdf5.read_manifest(f, path)  # read_weights checks the file before reading any weights
         with stored_model_to_fill(manifest, path, compile=compile, safe_mode=safe_mode, custom_objects=custom_objects) as model:
             _keras.ensure_optimizer_built(model)
             self.read_weights(model, path, by_name=False, skip_mismatch=False)
@@ -68,12 +65,14 @@ class Keras3WeightsFormat(_WeightsH5):
 
     def write_weights(self, model, target, manifest):
         # The same HDF5 layout Keras's save_weights writes, streamed front to back from views
-        # of the variables (formats/_hdf5.stream_state): no copy of the model, no read-back to hash.
-        target = pathlib.Path(target)
+        # of the variables (formats/_hdf5.stream_h5): no copy of the model, no read-back to hash.
         state, _ = _keras.capture_state(model, copy=False)
-        text = manifest_mod.dumps(dict(manifest, hashes=_hdf5.state_hashes(state)))
-        with storage.HashingFileWriter(target) as out:
-            _hdf5.stream_state(out, state, target.with_name(target.name + ".skeleton.h5"), attrs={manifest_mod.MANIFEST_KEY: text})
+
+        def build(h5, placed):
+            _hdf5.write_state(h5, state, placed=placed)
+            _hdf5.write_manifest(h5, dict(manifest, hashes=_hdf5.state_hashes(state)))
+
+        _hdf5.write_h5_file(target, build)
 
     def read_weights(self, model, path, *, by_name, skip_mismatch):
         # Each array read from its offset (formats._direct) and checked against the manifest's
@@ -105,14 +104,11 @@ class LegacyWeightsFormat(_WeightsH5):
 
     def write_weights(self, model, target, manifest):
         # Keras's layout, streamed from views of the variables (as .weights.h5 is).
-        target = pathlib.Path(target)
-
         def build(h5, placed):
             hashes = legacy_weights_skeleton(h5, placed, model)
             _hdf5.write_manifest(h5, dict(manifest, hashes=hashes))
 
-        with storage.HashingFileWriter(target) as out:
-            _hdf5.stream_h5(out, target.with_name(target.name + ".skeleton.h5"), build)
+        _hdf5.write_h5_file(target, build)
 
     def read_weights(self, model, path, *, by_name, skip_mismatch):
         with _hdf5.open_h5(path, expected="a Keras 2 weights file") as f:

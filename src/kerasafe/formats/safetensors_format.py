@@ -26,7 +26,6 @@ _MAX_HEADER = 100_000_000
 _CODES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64", "int32": "I32",
           "int16": "I16", "int8": "I8", "uint64": "U64", "uint32": "U32", "uint16": "U16", "uint8": "U8", "bool": "BOOL"}
 _DTYPES = {code: name for name, code in _CODES.items()}
-_PIECE = 32 << 20
 
 
 def write_file(target, arrays: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
@@ -51,9 +50,8 @@ def write_file(target, arrays: dict[str, np.ndarray], metadata: dict[str, str]) 
     with storage.HashingFileWriter(target) as out:
         out.write(len(text).to_bytes(8, "little") + text)
         for array in arrays.values():
-            flat = memoryview(np.require(array, requirements="C").reshape(-1).view(np.uint8))
-            for start in range(0, len(flat), _PIECE):  # pieces, so hashing here overlaps the writer thread's write
-                out.write(flat[start:start + _PIECE])
+            for piece in storage.pieces(array):
+                out.write(piece)
 
 
 def read_header(path) -> tuple[dict, int]:
@@ -203,7 +201,7 @@ class SafetensorsFormat(Format):
                     )
                 hasher = storage.new_hasher() if key in hashes else None
                 value = _read_tensor(f.fileno(), header[key], start, path, key, hasher)
-                if hasher is not None and f"{storage.HASH_ALGORITHM}:{hasher.hexdigest()}" != hashes[key]:
+                if hasher is not None and storage.digest(hasher) != hashes[key]:
                     raise errors.CorruptFileError(path, f"tensor '{key}' as it was saved", "different bytes (its hash does not match)",
                                                   "the file is corrupt; restore it from a copy or save the model again")
                 variable.assign(_keras_direct.adopt(value.astype(str(variable.dtype), copy=False)))
