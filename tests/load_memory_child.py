@@ -1,13 +1,19 @@
-"""Peak memory of one ``ks.load``, above the loaded model: ``python load_memory_child.py PATH``.
+"""Peak memory of one load, above the model: ``python load_memory_child.py PATH [load|into]``.
 
-Prints JSON ``{"above": bytes, "model": bytes}``: peak RSS during the load (VmHWM, reset
-just before it) minus the RSS after it, when the model is in memory. A load that held
-a second copy of a weight, or initialized the variables before reading the file, shows
-here as a large fraction of the model. Used by tests/test_fast_paths.py (JAX).
+Prints JSON ``{"above": bytes, "model": bytes}``. ``load``: peak RSS during ``ks.load``
+(VmHWM, reset just before it) minus the RSS after it, when the model is in memory. A
+load that held a second copy of a weight, or initialized the variables before reading
+the file, shows here as a large fraction of the model. ``into``: ``ks.load_weights``
+into a model already holding initialized weights, peak minus the RSS just before (the model in
+memory, the C heap trimmed); replaced arrays the allocator kept would show here.
+Used by tests/test_fast_paths.py.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import json
 import pathlib
 import sys
@@ -25,18 +31,32 @@ def status(field: str) -> int:
     raise KeyError(field)
 
 
-def main(path: str) -> None:
+def resident(model) -> int:
+    for w in model.weights:
+        np.asarray(w)
+    return sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+
+
+def main(path: str, mode: str = "load") -> None:
     # Imports and first-call costs happen in a small load first, so they are not counted.
     small = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="d0")])
     warm = pathlib.Path(path).with_name("warm" + pathlib.Path(path).name)
     ks.save(small, warm)
     ks.load(warm)
-    pathlib.Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
-    model = ks.load(path)
-    for w in model.weights:
-        np.asarray(w)
-    print(json.dumps({"above": status("VmHWM") - status("VmRSS"), "model": sum(int(np.prod(w.shape)) * 4 for w in model.weights)}))
+    if mode == "load":
+        pathlib.Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
+        model_bytes = resident(ks.load(path))
+        print(json.dumps({"above": status("VmHWM") - status("VmRSS"), "model": model_bytes}))
+        return
+    model = keras.models.clone_model(ks.load(path))  # fresh weights, computed by the backend's initializers
+    model_bytes = resident(model)
+    gc.collect()
+    ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim(0)
+    pathlib.Path("/proc/self/clear_refs").write_text("5")
+    before = status("VmRSS")
+    resident(ks.load_weights(model, path))
+    print(json.dumps({"above": status("VmHWM") - before, "model": model_bytes}))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

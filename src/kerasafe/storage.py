@@ -315,7 +315,7 @@ def atomic_file(target) -> Iterator[pathlib.Path]:
 
 
 @functools.cache
-def _libc_function(name: str):
+def libc_function(name: str):
     """A libc function Python's os module does not bind (Linux), or None where there is none."""
     libc_name = ctypes.util.find_library("c")
     if not libc_name:
@@ -333,7 +333,7 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
     idles while the writer is busy computing checksums. Linux sync_file_range
     (SYNC_FILE_RANGE_WRITE) through ctypes, as os has no binding; elsewhere a no-op.
     """
-    function = _libc_function("sync_file_range")
+    function = libc_function("sync_file_range")
     if function is not None:
         function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
         function(fd, offset, length, 2)
@@ -345,7 +345,7 @@ def _exchange(a: pathlib.Path, b: pathlib.Path) -> bool:
     Python's os module has no binding for it, hence ctypes. Returns False where the
     call is unavailable, and the caller falls back to two renames.
     """
-    renameat2 = _libc_function("renameat2")
+    renameat2 = libc_function("renameat2")
     if renameat2 is None:
         return False
     at_fdcwd, rename_exchange = -100, 2

@@ -310,12 +310,15 @@ class HDF5ModelFormat(Format):
 
     def read_weights(self, model, path, *, by_name, skip_mismatch):
         with _hdf5.open_h5(path, expected="a full-model HDF5 file") as f:
-            _hdf5.reject_external_links(f, path)
+            refs = _hdf5.reject_external_links(f, path)
             group = f.get("model_weights")
             if group is None:
                 raise errors.CorruptFileError(path, "an HDF5 model with a 'model_weights' group", f"groups {list(f)[:6]}", "save the model again")
-            load_legacy_weights(model, group, path, by_name=by_name, skip_mismatch=skip_mismatch)
-            return _hdf5.read_manifest(f, path)
+            manifest = _hdf5.read_manifest(f, path)
+            # kerasafe's own file: straight from the offsets if the names fit (as a Keras 2 weights file)
+            if manifest is None or by_name or not read_legacy_weights_direct(model, f, refs, path, "model_weights/", manifest.get("hashes") or {}):
+                load_legacy_weights(model, group, path, by_name=by_name, skip_mismatch=skip_mismatch)
+            return manifest
 
     def inspect(self, path):
         with _hdf5.open_h5(path) as f:

@@ -190,6 +190,7 @@ class SafetensorsFormat(Format):
                 )
         hashes = (manifest or {}).get("hashes") or {}
         with open(path, "rb") as f:
+            freed = _direct.FreedMemoryReturn(os.fstat(f.fileno()).st_size)
             for variable, key in pairs:
                 shape = tuple(header[key]["shape"])
                 if shape != tuple(variable.shape):
@@ -200,6 +201,7 @@ class SafetensorsFormat(Format):
                         "load into the model these weights were saved from, or pass skip_mismatch=True",
                     )
                 hasher = storage.new_hasher() if key in hashes else None
+                freed.before(header[key]["data_offsets"][1] - header[key]["data_offsets"][0])
                 value = _read_tensor(f.fileno(), header[key], start, path, key, hasher)
                 if hasher is not None and storage.digest(hasher) != hashes[key]:
                     raise errors.CorruptFileError(path, f"tensor '{key}' as it was saved", "different bytes (its hash does not match)",
