@@ -32,8 +32,8 @@ def status(field: str) -> int:
 
 
 def resident(model) -> int:
-    for w in model.weights:
-        np.asarray(w)
+    for w in model.weights:  # JAX computes lazily; PyTorch's arrays exist (np.asarray would copy them)
+        getattr(w.value, "block_until_ready", lambda: None)()
     return sum(int(np.prod(w.shape)) * 4 for w in model.weights)
 
 

@@ -25,20 +25,26 @@ def adopt(array):
     Keras's JAX variables keep ``jnp.asarray(value)``, which copies a NumPy array; on
     the CPU ``jax.device_put`` of a 64-byte aligned array (formats._direct.aligned_empty)
     uses its memory in place, so a loaded model never has a second copy of a weight in
-    memory. Only floating-point arrays: JAX narrows 64-bit integers when x64 is off.
+    memory. Keras's PyTorch ``convert_to_tensor`` copies a NumPy array (``np.array(x)``)
+    before ``torch.as_tensor``; ``torch.from_numpy`` shares it. Only floating-point
+    arrays: JAX narrows 64-bit integers when x64 is off, and PyTorch has no bfloat16
+    NumPy type.
     """
-    if _jax_device_put() is None or array.nbytes < (64 << 10) or not (array.dtype.kind == "f" or array.dtype.name == "bfloat16"):
+    backend = keras().backend.backend()
+    if array.nbytes < (64 << 10) or backend not in ("jax", "torch"):
         return array
-    return _jax_device_put()(array)
+    if backend == "jax" and (array.dtype.kind == "f" or array.dtype.name == "bfloat16"):
+        return _backend_module("jax").device_put(array)
+    if backend == "torch" and array.dtype.kind == "f" and array.flags.writeable:
+        return _backend_module("torch").from_numpy(array)
+    return array
 
 
 @functools.cache
-def _jax_device_put():
-    if keras().backend.backend() != "jax":
-        return None
-    import jax
+def _backend_module(name: str):
+    import importlib
 
-    return jax.device_put
+    return importlib.import_module(name)
 
 
 @functools.cache
@@ -99,11 +105,14 @@ def variables_filled_by_loading():
     (for a 1 GiB model, 1 GiB of initializer work and memory). On JAX assigning such a
     variable sets it; a PyTorch variable cannot be assigned before it exists, so there
     each one's first ``assign`` creates it from the value instead
-    (:func:`_create_on_first_assign`). Whatever the file did not fill is initialized
-    normally on the way out. TensorFlow's optimizers key their slots by the variable's
-    TensorFlow handle, which an unallocated variable lacks: there this does nothing.
+    (:func:`_create_on_first_assign`). TensorFlow's optimizers key their slots by the
+    variable's TensorFlow handle, so there each gets a handle with no value yet
+    (:func:`_handle_without_value`). Whatever the file did not fill is initialized
+    normally on the way out. Under a tf.distribute strategy, whose variables are
+    created through it, this does nothing.
     """
-    if keras().backend.backend() not in ("jax", "torch"):
+    backend = keras().backend.backend()
+    if backend not in ("jax", "torch", "tensorflow") or (backend == "tensorflow" and _backend_module("tensorflow").distribute.has_strategy()):
         yield lambda: None
         return
     from keras.src.backend.common import global_state
@@ -120,9 +129,11 @@ def variables_filled_by_loading():
         if entered[0]:
             scope.__exit__(None, None, None)
             entered[0] = False
-            if keras().backend.backend() == "torch":
-                for variable in pending():
+            for variable in pending():
+                if backend == "torch":
                     _create_on_first_assign(variable)
+                elif backend == "tensorflow":
+                    _handle_without_value(variable)
 
     scope.__enter__()
     try:
@@ -133,8 +144,30 @@ def variables_filled_by_loading():
             variable.__dict__.pop("assign", None)
             if variable._value is None:
                 variable._deferred_initialize()
+            elif backend == "tensorflow" and variable._initializer is not None:
+                if not variable._value.is_initialized():
+                    variable._value.assign(variable._initializer(variable.shape, dtype=variable.dtype))
+                variable._initializer = None
         all_pending = global_state.get_global_attribute("uninitialized_variables") or []
         global_state.set_global_attribute("uninitialized_variables", all_pending[:before])
+
+
+def _handle_without_value(variable) -> None:
+    """Give an unallocated TensorFlow variable a handle that holds no value yet.
+
+    TensorFlow's ``UninitializedVariable`` (what tf.train.Checkpoint restores into) has
+    an identity, a shape and a dtype, so optimizers can be built on it, and its first
+    assign allocates it: no initializer runs and no random array is made for the file
+    to overwrite. Keras's ``_initialize`` adopts any ``tf.Variable`` as is.
+    """
+    from tensorflow.python.ops.resource_variable_ops import UninitializedVariable
+
+    tf = _backend_module("tensorflow")
+    with tf.init_scope():
+        variable._initialize(UninitializedVariable(
+            shape=variable.shape, dtype=tf.as_dtype(variable.dtype), trainable=variable.trainable, name=variable.name,
+            aggregation=variable._map_aggregation(variable.aggregation), synchronization=variable._map_synchronization(variable.synchronization),
+        ))
 
 
 def _create_on_first_assign(variable) -> None:

@@ -205,7 +205,7 @@ class FreedMemoryReturn:
     threshold rises after the first such free), so the process grew by 65-99% of the
     model while loading 16 weights of 4 MiB into a ready model. ``malloc_trim`` (glibc,
     through ctypes: Python binds no allocator control) returns them; it takes about a
-    millisecond, hence once per 1/32 of the file rather than per array. Elsewhere a no-op.
+    millisecond, hence once per 1/64 of the file rather than per array. Elsewhere a no-op.
 
     Example:
         >>> freed = FreedMemoryReturn(1 << 30)
@@ -213,7 +213,7 @@ class FreedMemoryReturn:
     """
 
     def __init__(self, total: int):
-        self.budget, self._pending = max(total // 32, 1 << 20), 0
+        self.budget, self._pending = max(total // 64, 1 << 20), 0
 
     def before(self, nbytes: int) -> None:
         self._pending += nbytes
