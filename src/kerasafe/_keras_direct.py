@@ -16,6 +16,7 @@ import contextlib
 import functools
 import json
 
+from . import _keras
 from ._keras import keras, saving_lib
 
 
@@ -233,6 +234,7 @@ def load_state(obj, store, *, inner_path: str = "", assets_store=None, skip_mism
     """Keras's own walk over ``obj``'s state (a model or one layer at ``inner_path``); ValueError on a misfit."""
     lib = saving_lib()
     failed, messages = set(), {}
+    _keras.cache_attr_skipsets()
     lib._load_state(
         obj, weights_store=store, assets_store=assets_store, inner_path=inner_path,
         skip_mismatch=skip_mismatch, visited_saveables=set(), failed_saveables=failed, error_msgs=messages,
