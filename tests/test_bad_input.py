@@ -254,3 +254,18 @@ def test_lambda_bytecode_refused_in_safe_mode(tmp_path, target):
     err = _raises(errors.UnsafeContentError, path, ks.load, path)
     assert "safe_mode=False" in str(err)
     assert not marker.exists()
+
+
+def test_a_failed_save_names_the_path_asked_for_not_its_temporary(tmp_path):
+    """Saves write to a temporary sibling first; an error from inside the format must still name the
+    file the user asked for, and leave nothing behind."""
+    pytest.importorskip("tensorflow")
+    if keras.backend.backend() != "jax":
+        pytest.skip("the model below fails Keras's export on JAX (dynamic reshape through jax2tf)")
+    model = keras.Sequential([keras.Input((None,)), keras.layers.Reshape((-1, 2))])
+    target = tmp_path / "served"
+    with pytest.raises(errors.UnsupportedOperationError) as info:
+        ks.save(model, target)
+    assert info.value.path == str(target), str(info.value)
+    assert str(info.value).startswith(f"{target}: expected a model Keras can export")
+    assert list(tmp_path.iterdir()) == []

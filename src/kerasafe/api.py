@@ -30,10 +30,13 @@ def _write(fmt, model, path, manifest, *, weights_only: bool, include_optimizer:
         manifest["architecture"] = arch
     commit = storage.atomic_directory if fmt.is_directory else storage.atomic_file
     with commit(target) as tmp:
-        if weights_only:
-            fmt.write_weights(model, tmp, manifest)
-        else:
-            fmt.write(model, tmp, manifest, include_optimizer=include_optimizer)
+        try:
+            if weights_only:
+                fmt.write_weights(model, tmp, manifest)
+            else:
+                fmt.write(model, tmp, manifest, include_optimizer=include_optimizer)
+        except errors.KerasafeError as exc:  # the user knows the name they asked for, not our temporary one
+            raise exc.naming(tmp, target) from None
     return target
 
 

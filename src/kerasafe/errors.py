@@ -27,6 +27,18 @@ class KerasafeError(Exception):
         where = self.path if self.path is not None else "<input>"
         super().__init__(f"{where}: expected {expected}, found {found}; {advice}")
 
+    def naming(self, written: str | os.PathLike, target: str | os.PathLike) -> KerasafeError:
+        """This error, naming ``target`` where it named ``written`` (the temporary a save writes first).
+
+        Example:
+            >>> str(CorruptFileError("/d/.m.keras.tmp-1/x", "a", "b", "c").naming("/d/.m.keras.tmp-1", "/d/m.keras"))
+            '/d/m.keras/x: expected a, found b; c'
+        """
+        written = os.fspath(written)
+        if self.path is None or not (self.path == written or self.path.startswith(written + os.sep)):
+            return self
+        return type(self)(os.fspath(target) + self.path[len(written):], self.expected, self.found, self.advice)
+
 
 class FileMissingError(KerasafeError, FileNotFoundError):
     """The path does not exist (also a FileNotFoundError, for callers that catch that)."""
