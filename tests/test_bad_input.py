@@ -269,3 +269,25 @@ def test_a_failed_save_names_the_path_asked_for_not_its_temporary(tmp_path):
     assert info.value.path == str(target), str(info.value)
     assert str(info.value).startswith(f"{target}: expected a model Keras can export")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_savedmodel_from_pytorch_without_torch_xla_says_what_is_missing(tmp_path):
+    """Keras exports a SavedModel from the PyTorch backend through torch_xla; without it Keras fails
+    deep inside torch.export with a message about dynamic shapes. kerasafe names what is missing."""
+    import importlib.util
+
+    from conftest import run_python
+
+    if importlib.util.find_spec("torch") is None or importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("needs the torch and tensorflow extras")
+    if importlib.util.find_spec("torch_xla") is not None:
+        pytest.skip("torch_xla is installed: the export can work")
+    code = (
+        "import sys, keras, kerasafe as ks\n"
+        "m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])\n"
+        "try:\n    ks.save(m, sys.argv[1])\n"
+        "except ks.errors.MissingDependencyError as e:\n    print(e)\n"
+    )
+    out = run_python(["-c", code, str(tmp_path / "served")], backend="torch")
+    assert out.stdout.strip().splitlines()[-1].startswith(f"{tmp_path / 'served'}: expected torch_xla"), out.stdout
+    assert list(tmp_path.iterdir()) == []

@@ -51,7 +51,14 @@ def test_whole_model_roundtrip(trained, target, tmp_path):
     path = tmp_path / target
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ks.save(model, path, labels=labels, preprocessing=PREPROCESSING, metadata=METADATA)
+        try:
+            ks.save(model, path, labels=labels, preprocessing=PREPROCESSING, metadata=METADATA)
+        except ks.errors.MissingDependencyError as exc:
+            if not (target == "savedmodel" and ks._keras.backend_name() == "torch"):
+                raise
+            # Keras exports a SavedModel from PyTorch only through torch_xla, which CI does not install.
+            assert exc.path == str(path) and "torch_xla" in str(exc) and not path.exists()
+            pytest.xfail(str(exc))
     loaded = _load_quiet(path)
     np.testing.assert_array_equal(zoo.predict(loaded, x), zoo.predict(model, x))
     assert loaded.kerasafe.labels == (tuple(labels) if labels else None)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from .. import errors
+from .. import _keras, errors
 from . import tf_checkpoint
 from .base import MODEL, Format, summary
 from .keras_zip import KerasZipFormat
@@ -37,6 +37,13 @@ class SavedModelFormat(Format):
             raise errors.MissingDependencyError(
                 target, "TensorFlow to write a SavedModel directory", "no tensorflow installed",
                 "pip install 'kerasafe[tensorflow]', or save to a file name such as model.keras",
+            )
+        if _keras.backend_name() == "torch" and importlib.util.find_spec("torch_xla") is None:
+            # Keras goes torch.export -> StableHLO -> TensorFlow, the middle step in torch_xla;
+            # without it the export fails deep inside with an unrelated-looking message.
+            raise errors.MissingDependencyError(
+                target, "torch_xla, through which Keras exports a SavedModel from the PyTorch backend", "no torch_xla installed",
+                "pip install torch_xla (the build matching your torch), save to model.keras, or save with KERAS_BACKEND=jax or tensorflow",
             )
         try:
             model.export(str(target), format="tf_saved_model", verbose=False)
