@@ -32,6 +32,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import io
+import math
 import os
 import zlib
 
@@ -159,7 +160,7 @@ def layout(h5: h5py.File, length: int, path, groups: set | None = None) -> dict[
                                             f"dataset '{name}' stored in external file {plist.get_external(0)[0].decode(errors='replace')!r}",
                                             "copy the data into the file")
         shape, dtype = tuple(obj.shape), obj.dtype
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize  # Python ints: a forged shape must not wrap around
         filtered = plist.get_nfilters() > 0
         offset = None
         plain = dtype.kind in "biufc" and plist.get_layout() != h5py.h5d.CHUNKED and not filtered and not h5py.h5a.exists(obj, b"dtype")
