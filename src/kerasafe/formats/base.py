@@ -223,9 +223,9 @@ def model_from_stored_architecture(manifest: dict | None, path, *, compile: bool
 def stored_model_to_fill(manifest: dict | None, path, *, compile: bool, safe_mode: bool, custom_objects):
     """:func:`model_from_stored_architecture`, its variables left empty for the file's weights to fill.
 
-    On JAX and PyTorch the variables get no initial values (``_keras_direct.variables_filled_by_loading``):
-    the caller assigns every weight inside the ``with``; what it leaves unassigned is
-    initialized on the way out.
+    The variables get no initial values (``_keras_direct.variables_filled_by_loading``;
+    all backends, not under a tf.distribute strategy): the caller assigns every weight
+    inside the ``with``; what it leaves unassigned is initialized on the way out.
     """
     from .. import _keras_direct
 
