@@ -273,6 +273,33 @@ def test_a_loaded_models_variables_are_not_initialized_first(tmp_path, backend):
     assert result == {suffix: {"calls": [], "same": True} for suffix in (".keras", ".safetensors", ".weights.h5", ".h5")}
 
 
+_LOAD_UNDER_A_STRATEGY = """
+import sys, keras, numpy as np, tensorflow as tf, kerasafe as ks
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+model.compile("adam", "mse")
+x, y = np.ones((8, 4), "float32"), np.zeros((8, 3), "float32")
+model.fit(x, y, epochs=1, verbose=0)
+ks.save(model, sys.argv[1])
+with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+    loaded = ks.load(sys.argv[1])
+print(type(loaded.weights[0].value).__name__, all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(model.weights, loaded.weights)))
+loaded.fit(x, y, epochs=1, verbose=0)
+"""
+
+
+def test_a_load_inside_a_tensorflow_distribution_strategy_makes_its_variables(tmp_path):
+    """Under a tf.distribute strategy variables must be created through it (MirroredVariable): there the
+    load leaves variable creation to Keras (a handle without a value made there is refused by TensorFlow)."""
+    import importlib.util
+
+    from conftest import run_python
+
+    if importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("needs the tensorflow extra")
+    out = run_python(["-c", _LOAD_UNDER_A_STRATEGY, str(tmp_path / "m.keras")], backend="tensorflow")
+    assert out.stdout.strip().splitlines()[-1] == "MirroredVariable True", out.stdout
+
+
 # --- .weights.h5 and load_weights: read at offsets, each array checked ---------------------------------
 
 def test_weights_h5_written_by_keras_loads_bitwise_through_the_direct_path(tmp_path):
