@@ -15,6 +15,16 @@ import pytest  # noqa: E402
 TESTS = pathlib.Path(__file__).parent
 
 
+def savedmodel_writable() -> bool:
+    """Whether this process can write a SavedModel: TensorFlow installed, and on the PyTorch backend
+    torch_xla too (Keras exports through it; CI does not install it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        return False
+    return os.environ.get("KERAS_BACKEND") != "torch" or importlib.util.find_spec("torch_xla") is not None
+
+
 def run_python(code_or_args, *, backend: str | None = None, cwd=None, timeout=600, check=True):
     """Run a real Python subprocess with the tests folder importable; return CompletedProcess."""
     env = dict(os.environ)

@@ -14,7 +14,6 @@ Example (about 20 s):
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import time
 import warnings
@@ -23,6 +22,8 @@ import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from . import errors
 
 FORMATS = ("model.keras", "model.h5", "model.weights.h5", "model.safetensors", "saved_model.model", "savedmodel", "architecture.json")
 
@@ -52,12 +53,13 @@ def _formats_table(model, out: pathlib.Path, x) -> tuple[Table, int]:
     failures = 0
     for name in FORMATS:
         path = out / name
-        if name == "savedmodel" and importlib.util.find_spec("tensorflow") is None:
-            table.add_row(name, "savedmodel", "-", "-", "-", escape("skipped: pip install 'kerasafe[tensorflow]'"))
-            continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            api.save(model, path)
+            try:
+                api.save(model, path)
+            except errors.MissingDependencyError as exc:  # a SavedModel needs TensorFlow (and torch_xla on PyTorch)
+                table.add_row(name, "savedmodel", "-", "-", "-", escape(f"skipped: {exc.advice}"))
+                continue
             if name.endswith(".json"):
                 loaded = api.load(path, weights=out / "model.keras")
             else:
