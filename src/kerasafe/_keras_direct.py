@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import json
 
 from . import _keras
-from ._keras import keras, saving_lib
+from ._keras import backend_name, saving_lib
 
 
 def adopt(array):
@@ -31,21 +32,14 @@ def adopt(array):
     arrays: JAX narrows 64-bit integers when x64 is off, and PyTorch has no bfloat16
     NumPy type.
     """
-    backend = keras().backend.backend()
+    backend = backend_name()
     if array.nbytes < (64 << 10) or backend not in ("jax", "torch"):
         return array
     if backend == "jax" and (array.dtype.kind == "f" or array.dtype.name == "bfloat16"):
-        return _backend_module("jax").device_put(array)
+        return importlib.import_module("jax").device_put(array)
     if backend == "torch" and array.dtype.kind == "f" and array.flags.writeable:
-        return _backend_module("torch").from_numpy(array)
+        return importlib.import_module("torch").from_numpy(array)
     return array
-
-
-@functools.cache
-def _backend_module(name: str):
-    import importlib
-
-    return importlib.import_module(name)
 
 
 @functools.cache
@@ -112,8 +106,8 @@ def variables_filled_by_loading():
     normally on the way out. Under a tf.distribute strategy, whose variables are
     created through it, this does nothing.
     """
-    backend = keras().backend.backend()
-    if backend not in ("jax", "torch", "tensorflow") or (backend == "tensorflow" and _backend_module("tensorflow").distribute.has_strategy()):
+    backend = backend_name()
+    if backend not in ("jax", "torch", "tensorflow") or (backend == "tensorflow" and importlib.import_module("tensorflow").distribute.has_strategy()):
         yield lambda: None
         return
     from keras.src.backend.common import global_state
@@ -163,7 +157,7 @@ def _handle_without_value(variable) -> None:
     """
     from tensorflow.python.ops.resource_variable_ops import UninitializedVariable
 
-    tf = _backend_module("tensorflow")
+    tf = importlib.import_module("tensorflow")
     with tf.init_scope():
         variable._initialize(UninitializedVariable(
             shape=variable.shape, dtype=tf.as_dtype(variable.dtype), trainable=variable.trainable, name=variable.name,
