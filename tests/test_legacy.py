@@ -18,7 +18,9 @@ import pytest
 
 import kerasafe as ks
 from conftest import TESTS, run_cli
-from kerasafe import errors, optimizer_translation, translation
+from kerasafe import errors, legacy
+from kerasafe.legacy import optimizers as optimizer_translation
+from kerasafe.legacy.table_keras1 import keras1_to_keras2
 
 CORPUS = TESTS / "fixtures" / "legacy" / "tf_keras_2"
 FOUND = TESTS / "fixtures" / "legacy" / "found"  # copies of files from ../shared (see its README)
@@ -107,7 +109,7 @@ KERAS1_CASES = [
     ("GRU", {"output_dim": 8, "inner_init": "orthogonal", "inner_activation": "sigmoid", "dropout_W": 0.1, "dropout_U": 0.2,
              "U_regularizer": None, "consume_less": "gpu"},
      "GRU", {"units": 8, "recurrent_initializer": "orthogonal", "recurrent_activation": "sigmoid", "dropout": 0.1,
-             "recurrent_dropout": 0.2, "recurrent_regularizer": None, "reset_after": False}),
+             "recurrent_dropout": 0.2, "recurrent_regularizer": None}),
     ("Embedding", {"input_dim": 50, "output_dim": 8, "init": "uniform", "W_regularizer": None, "input_length": 10, "dropout": 0.0},
      "Embedding", {"input_dim": 50, "output_dim": 8, "embeddings_initializer": "uniform", "embeddings_regularizer": None}),
 ]
@@ -115,7 +117,7 @@ KERAS1_CASES = [
 
 @pytest.mark.parametrize(("old_class", "old", "new_class", "new"), KERAS1_CASES, ids=[c[0] for c in KERAS1_CASES])
 def test_keras1_rename_table(old_class, old, new_class, new):
-    assert translation.upgrade_layer_config(old_class, old, keras1=True) == (new_class, new)
+    assert keras1_to_keras2(old_class, old) == (new_class, new)
 
 
 @pytest.mark.parametrize(("old_class", "config", "named"), [
@@ -555,12 +557,12 @@ def test_a_second_tensor_passed_by_keyword_becomes_a_node_input():
     layer = {"class_name": "TFOpLambda", "config": {"name": "tf.math.multiply_1", "function": "math.multiply"},
              "inbound_nodes": [[["tf.math.reduce_mean", 0, 0, {"y": ["tf.math.sigmoid", 0, 0], "name": None}]]]}
     config = {"class_name": "Functional", "keras_version": "2.21.0", "config": {"name": "m", "layers": [layer]}}
-    out = translation.upgrade_legacy_config(config)["config"]["layers"][0]
+    out = legacy.upgrade_model_config(config)["config"]["layers"][0]
     assert out["inbound_nodes"] == [[["tf.math.reduce_mean", 0, 0, {}], ["tf.math.sigmoid", 0, 0, {}]]]
     assert out["config"]["arguments"] == {} and out["config"]["tensor_arguments"] == ["y"]
     listed = {**layer, "inbound_nodes": [[["a", 0, 0, {"axis": 0, "y": ["b", 0, 0]}], ["c", 0, 0, {"axis": 0, "y": ["b", 0, 0]}]]]}
-    with pytest.raises(ValueError, match="a list of tensors and another tensor"):
-        translation.upgrade_legacy_config({**config, "config": {"name": "m", "layers": [listed]}})
+    with pytest.raises(legacy.LegacyError, match="a list of tensors and another tensor"):
+        legacy.upgrade_model_config({**config, "config": {"name": "m", "layers": [listed]}})
 
 
 def test_a_tf_op_without_a_keras3_equivalent_is_named(tmp_path):

@@ -1,8 +1,8 @@
-"""Each rename in kerasafe.translation, tested with the text it came from."""
+"""Each rename in kerasafe.legacy.to_keras2, tested with the text it came from."""
 
 import json
 
-from kerasafe.translation import LOSS_AND_METRIC_ALIASES, canonical_training_config
+from kerasafe.legacy.to_keras2 import LOSS_AND_METRIC_ALIASES, canonical_training_config
 
 # What Keras 3.15 wrote as training_config for a two-output model compiled with
 # loss={"cls": "sparse_categorical_crossentropy", "reg": "mse"} (and cannot read back).
@@ -41,7 +41,7 @@ def _model(*layers):
 
 
 def test_keras3_config_becomes_keras2_config():
-    from kerasafe.translation import model_config_to_keras2
+    from kerasafe.legacy.to_keras2 import model_config_to_keras2
 
     out, problems = model_config_to_keras2(_model(KERAS_3_15_INPUT, KERAS_3_15_RESIZING, KERAS_3_15_DENSE))
     assert problems == []
@@ -56,7 +56,7 @@ def test_keras3_config_becomes_keras2_config():
 
 
 def test_non_default_keras3_argument_is_reported_not_dropped():
-    from kerasafe.translation import model_config_to_keras2
+    from kerasafe.legacy.to_keras2 import model_config_to_keras2
 
     padded = {**KERAS_3_15_RESIZING, "config": {**KERAS_3_15_RESIZING["config"], "pad_to_aspect_ratio": True}}
     out, problems = model_config_to_keras2(_model(KERAS_3_15_INPUT, padded, KERAS_3_15_DENSE))
@@ -65,7 +65,7 @@ def test_non_default_keras3_argument_is_reported_not_dropped():
 
 
 def test_keras3_optimizer_arguments_dropped_for_tf_keras_legacy_optimizers():
-    from kerasafe.translation import training_config_to_keras2
+    from kerasafe.legacy.to_keras2 import training_config_to_keras2
 
     out, problems = training_config_to_keras2(json.loads(KERAS_3_15_TRAINING_CONFIG.replace(
         '"learning_rate": 0.001}', '"learning_rate": 0.001, "weight_decay": null, "use_ema": false, "ema_momentum": 0.99, '

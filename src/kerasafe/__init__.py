@@ -37,6 +37,13 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
+from ._registration import register_when_keras_is_imported  # noqa: E402
+
+# A .keras file converted from an old model may name kerasafe's stand-in layers; plain
+# keras.saving.load_model finds them once kerasafe is imported (Keras itself is not imported here).
+register_when_keras_is_imported()
+
+
 def __getattr__(name: str):
     if name not in _EXPORTS:
         raise AttributeError(f"module 'kerasafe' has no attribute {name!r}")

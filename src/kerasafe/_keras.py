@@ -51,9 +51,10 @@ def keras():
 
 @functools.cache
 def _register_legacy_functions(k) -> None:
-    """Functions old Keras had under names Keras 3 gave another meaning (translation.LEGACY_ACTIVATIONS)."""
+    """Functions old Keras had under names Keras 3 gave another meaning (legacy.model_config.LEGACY_ACTIVATIONS),
+    and the layers that stand in for old ones Keras 3 lacks (legacy.stand_ins, legacy.tf_ops)."""
 
-    from . import tf_ops
+    from .legacy import stand_ins, tf_ops  # noqa: F401 - stand_ins registers its classes on import
 
     tf_ops.register(k)
 
@@ -110,6 +111,14 @@ def legacy_saving_utils():
     return saving_utils
 
 
+def snake_case(class_name: str) -> str:
+    """A class name as Keras names it in a weights file's groups ("BatchNormalization" -> "batch_normalization")."""
+    keras()
+    from keras.src.utils import naming
+
+    return naming.to_snake_case(class_name)
+
+
 def serialization_lib():
     keras()
     from keras.src.saving import serialization_lib as lib
@@ -134,9 +143,9 @@ def model_from_config(config: dict, *, custom_objects=None, compile=True, safe_m
 def legacy_model_from_config(config: dict, *, custom_objects=None, safe_mode=True):
     """Keras 3's reader for Keras 2 style model configs, under the caller's safe mode.
 
-    tf.keras 2's TensorFlow-op layers are built as kerasafe's stand-in (kerasafe.tf_ops).
+    tf.keras 2's TensorFlow-op layers are built as kerasafe's stand-in (kerasafe.legacy.tf_ops).
     """
-    from .tf_ops import tf_op_layer_class
+    from .legacy.tf_ops import tf_op_layer_class
 
     stand_in = tf_op_layer_class()
     objects = {"TFOpLambda": stand_in, "SlicingOpLambda": stand_in, **(custom_objects or {})}

@@ -153,7 +153,7 @@ def cmd_convert(args) -> int:
 
 
 def cmd_upgrade(args) -> int:
-    from .upgrade import upgrade
+    from .legacy.upgrade import upgrade
 
     with _busy(f"upgrading models under {args.folder}", args.json):
         results = upgrade(args.folder, force=args.force)

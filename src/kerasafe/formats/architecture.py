@@ -13,9 +13,9 @@ import json
 
 import yaml
 
-from .. import _keras, errors, translation
+from .. import _keras, errors, legacy
 from .. import manifest as manifest_mod
-from .base import ARCHITECTURE, Format, apply_manifest, keras_failure, refuse_code, refuse_reason, summary
+from .base import ARCHITECTURE, Format, apply_manifest, keras_failure, refuse_code, summary
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -59,30 +59,10 @@ def split_manifest(config, path=None) -> tuple[dict, dict | None]:
     return config, manifest if isinstance(manifest, dict) else None
 
 
-def legacy_model_from_config(config: dict, path=None, *, custom_objects=None, safe_mode=True):
-    """Build a model from a config Keras 1, Keras 2 or tf.keras 2 wrote (translation.upgrade_legacy_config)."""
-    refuse_code(config, path, safe_mode)
-    try:
-        upgraded = translation.upgrade_legacy_config(config)
-    except ValueError as exc:
-        raise errors.UnsupportedOperationError(
-            path, "layers and arguments that Keras 3 has", str(exc), "rebuild that layer in Keras 3 and load the weights by name"
-        ) from None
-    try:
-        return _keras.legacy_model_from_config(upgraded, custom_objects=custom_objects, safe_mode=safe_mode)
-    except (TypeError, ValueError, KeyError, AttributeError, EOFError, SystemError) as exc:
-        if not safe_mode and refuse_reason(config):
-            raise errors.UnsupportedOperationError(
-                path, "Lambda code this Python can run", f"bytecode it cannot ({type(exc).__name__}: {str(exc)[:120]})",
-                "rebuild the model in code (the Lambda as a function) and load the weights with ks.load_weights(model, file)",
-            ) from None
-        raise keras_failure(path, exc, f"an architecture (Keras {config.get('keras_version', '2')}) Keras 3 can rebuild") from None
-
-
 def model_from_config(config, path=None, *, custom_objects=None, compile=True, safe_mode=True):
     config, manifest = split_manifest(config, path)
-    if manifest is None and translation.is_legacy_config(config):
-        return legacy_model_from_config(config, path, custom_objects=custom_objects, safe_mode=safe_mode), None
+    if manifest is None and legacy.is_legacy_config(config):
+        return legacy.build_model(config, path, custom_objects=custom_objects, safe_mode=safe_mode), None
     refuse_code(config, path, safe_mode)
     try:
         model = _keras.model_from_config(config, custom_objects=custom_objects, compile=compile, safe_mode=safe_mode)

@@ -14,8 +14,10 @@ import warnings
 
 import numpy as np
 
-from .. import _keras, _keras_direct, errors, storage, translation
-from .. import optimizer_translation as opt
+from .. import _keras, _keras_direct, errors, legacy, storage
+from ..legacy import optimizers as opt
+from ..legacy import to_keras2
+from ..legacy import weights as legacy_weights
 from . import _direct, _hdf5
 from .base import MODEL, Format, apply_manifest, stored_model_to_fill, summary
 
@@ -24,50 +26,23 @@ def _first_line(exc: Exception) -> str:
     return str(exc).strip().split("\n")[0][:240]
 
 
-def _load_keras1_weights(model, group, *, by_name: bool = False) -> None:
-    """Keras 1's layout, by order or by layer name: weights rearranged to Keras 3's (translation.keras1_weights)."""
-    def names(obj, attr):
-        return [n.decode() if isinstance(n, bytes) else str(n) for n in obj.attrs.get(attr, [])]
-
-    saved = [n for n in names(group, "layer_names") if names(group[n], "weight_names")]
-    if by_name:
-        by_layer = {layer.name: layer for layer in model.layers if layer.weights}
-        pairs = [(by_layer[name], name) for name in saved if name in by_layer]
-    else:
-        layers = [layer for layer in model.layers if layer.weights]
-        if len(saved) != len(layers):
-            raise ValueError(f"the file has {len(saved)} layers with weights, the model {len(layers)}")
-        pairs = list(zip(layers, saved))
-    for layer, name in pairs:
-        weight_names = names(group[name], "weight_names")
-        values = [group[name][w][()] for w in weight_names]
-        inner = getattr(layer, "layer", layer)  # TimeDistributed / Bidirectional hold the real layer
-        layer.set_weights(translation.keras1_weights(
-            type(inner).__name__, weight_names, values, channels_first=getattr(inner, "data_format", None) == "channels_first",
-            theano=(_hdf5.attr_text(group, "backend") or _hdf5.attr_text(group.file, "backend")) == "theano"))
-
-
 def load_legacy_weights(model, group, path, *, by_name: bool, skip_mismatch: bool) -> None:
-    """Load a Keras 1/2 style weights group (``layer_names``/``weight_names``) into ``model``."""
-    legacy = _keras.legacy_h5()
+    """Load a Keras 1/2 style weights group (``layer_names``/``weight_names``) into ``model`` (legacy.weights)."""
     version = _hdf5.attr_text(group, "keras_version") or _hdf5.attr_text(group.file, "keras_version") or "1"
+    theano = (_hdf5.attr_text(group, "backend") or _hdf5.attr_text(group.file, "backend")) == "theano"
     try:
-        if version.split(".")[0] == "1":
-            _load_keras1_weights(model, group, by_name=by_name)
-        elif by_name:
-            legacy.load_weights_from_hdf5_group_by_name(group, model, skip_mismatch=skip_mismatch)
-        else:
-            legacy.load_weights_from_hdf5_group(group, model, skip_mismatch=skip_mismatch)
+        legacy_weights.load_h5_layers(model, group, by_name=by_name, skip_mismatch=skip_mismatch, keras_version=version, theano=theano)
     except (ValueError, KeyError) as exc:
         raise errors.WeightsMismatchError(
             path, "weights that fit the model's layers", _first_line(exc), "load them into the model they were saved from, or pass by_name=True / skip_mismatch=True"
         ) from None
+    _keras.finalize_loaded_state(model)
 
 
 def compile_from_training_config(model, training: dict, path, custom_objects) -> bool:
     """Compile ``model`` from a Keras 2 style ``training_config``; False (with a warning) when it cannot be."""
     utils = _keras.legacy_saving_utils()
-    training = translation.canonical_training_config(training)  # "mse" -> "mean_squared_error": Keras 3 reads only these
+    training = to_keras2.canonical_training_config(training)  # "mse" -> "mean_squared_error": Keras 3 reads only these
     if isinstance(training.get("optimizer_config"), dict):
         training = dict(training, optimizer_config=opt.upgrade_optimizer_config(training["optimizer_config"]))
     try:
@@ -163,14 +138,14 @@ def _restore_named_slots(optimizer, trainable, names: list[str], values: list, p
 
 def _write_keras2_configs(f, target) -> None:
     """Rewrite the configs Keras 3 wrote into terms both Keras 3 and tf.keras 2 read."""
-    model_config, problems = translation.model_config_to_keras2(_hdf5.attr_json(f, "model_config", target))
+    model_config, problems = to_keras2.model_config_to_keras2(_hdf5.attr_json(f, "model_config", target))
     if problems:
         warnings.warn(f"{target.name}: tf.keras 2 will not open this file: {problems[0]}", stacklevel=5)
     else:
         f.attrs["model_config"] = json.dumps(model_config)
     training = _hdf5.attr_json(f, "training_config", target)
     if training is not None:
-        training, _ = translation.training_config_to_keras2(training)
+        training, _ = to_keras2.training_config_to_keras2(training)
         f.attrs["training_config"] = json.dumps(training)
 
 
@@ -275,8 +250,6 @@ class HDF5ModelFormat(Format):
             _hdf5.write_h5_file(target, lambda h5, placed: _legacy_skeleton(h5, placed, model, include_optimizer, manifest, target))
 
     def read(self, path, *, compile, safe_mode, custom_objects):
-        from .architecture import legacy_model_from_config
-
         with _hdf5.open_h5(path, expected="a full-model HDF5 file") as f:
             refs = _hdf5.reject_external_links(f, path)
             manifest = _hdf5.read_manifest(f, path)
@@ -302,7 +275,7 @@ class HDF5ModelFormat(Format):
                         "load it into a model: ks.load('architecture.json', weights=...) or ks.load_weights(model, ...)",
                     )
                 config.setdefault("keras_version", _hdf5.attr_text(f, "keras_version"))
-                model = legacy_model_from_config(config, path, custom_objects=custom_objects, safe_mode=safe_mode)
+                model = legacy.build_model(config, path, custom_objects=custom_objects, safe_mode=safe_mode)
                 load_legacy_weights(model, group, path, by_name=False, skip_mismatch=False)
             if compile:
                 restore_optimizer(model, f, path, custom_objects, manifest)

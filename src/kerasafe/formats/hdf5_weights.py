@@ -13,7 +13,8 @@ the whole model from one file.
 from __future__ import annotations
 
 
-from .. import _keras
+from .. import _keras, errors
+from ..legacy import weights as legacy_weights
 from . import _hdf5
 from .base import WEIGHTS, Format, apply_manifest, stored_model_to_fill, summary
 from .hdf5_model import legacy_weights_skeleton, load_legacy_weights, read_legacy_weights_direct
@@ -80,7 +81,18 @@ class Keras3WeightsFormat(_WeightsH5):
         with weights_file(path) as (h5, window):
             manifest = _hdf5.read_manifest(h5, path)
             expected = (manifest or {}).get("hashes") or None
-            load_keras3_weights(model, DirectWeights(h5, window, path, expected), path, by_name=by_name, skip_mismatch=skip_mismatch)
+            try:
+                load_keras3_weights(model, DirectWeights(h5, window, path, expected), path, by_name=by_name, skip_mismatch=skip_mismatch)
+            except errors.WeightsMismatchError:
+                if manifest is not None or by_name:
+                    raise
+                # tf.keras 2.13+ wrote this layout too, naming its own attributes: read it the old way.
+                try:
+                    legacy_weights.load_keras3_layout(model, h5, skip_mismatch=skip_mismatch)
+                except ValueError as exc:
+                    raise errors.WeightsMismatchError(path, "weights that fit the model's variables", str(exc)[:240],
+                                                      "load them into the model they were saved from, or pass skip_mismatch=True") from None
+                _keras.finalize_loaded_state(model)
         return manifest
 
     def inspect(self, path):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from .. import _keras, errors
+from .. import _keras, errors, legacy
 from . import tf_checkpoint
 from .base import MODEL, Format, summary
 from .keras_zip import KerasZipFormat
@@ -75,11 +75,10 @@ class SavedModelFormat(Format):
 
     def _read_tf_keras(self, path, *, compile, safe_mode, custom_objects):
         """A tf.keras 2 SavedModel: the model rebuilt from keras_metadata.pb, weights from variables/ (no TensorFlow)."""
-        from .architecture import legacy_model_from_config
         from .hdf5_model import compile_from_training_config
 
         stored = tf_checkpoint.keras_metadata_model(path / "keras_metadata.pb")
-        model = legacy_model_from_config(stored["model_config"], path, custom_objects=custom_objects, safe_mode=safe_mode)
+        model = legacy.build_model(stored["model_config"], path, custom_objects=custom_objects, safe_mode=safe_mode)
         tf_checkpoint.TFCheckpointFormat().read_weights(model, path / "variables" / "variables", by_name=False, skip_mismatch=False)
         if compile and stored["training_config"] and compile_from_training_config(model, stored["training_config"], path, custom_objects):
             tf_checkpoint.restore_optimizer(model, path / "variables" / "variables")

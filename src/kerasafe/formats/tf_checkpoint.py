@@ -28,6 +28,7 @@ import struct
 import numpy as np
 
 from .. import errors
+from ..legacy import weights as legacy_weights
 from .base import WEIGHTS, Format, summary
 
 TABLE_MAGIC = 0xDB4775248B80FB57
@@ -66,10 +67,17 @@ def _messages():
     message("SavedObject", [("node_id", 2, F.TYPE_INT32, one, None), ("node_path", 3, F.TYPE_STRING, one, None),
                             ("identifier", 4, F.TYPE_STRING, one, None), ("metadata", 5, F.TYPE_STRING, one, None)])
     message("SavedMetadata", [("nodes", 1, F.TYPE_MESSAGE, many, ".kerasafe.tf.SavedObject")])
+    # The checkpoint's own object graph (trackable_object_graph.proto): which attribute path leads to which tensor.
+    message("ObjectReference", [("node_id", 1, F.TYPE_INT32, one, None), ("local_name", 2, F.TYPE_STRING, one, None)])
+    message("SerializedTensor", [("name", 1, F.TYPE_STRING, one, None), ("full_name", 2, F.TYPE_STRING, one, None),
+                                 ("checkpoint_key", 3, F.TYPE_STRING, one, None)])
+    message("TrackableObject", [("children", 1, F.TYPE_MESSAGE, many, ".kerasafe.tf.ObjectReference"),
+                                ("attributes", 2, F.TYPE_MESSAGE, many, ".kerasafe.tf.SerializedTensor")])
+    message("TrackableObjectGraph", [("nodes", 1, F.TYPE_MESSAGE, many, ".kerasafe.tf.TrackableObject")])
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"kerasafe.tf.{name}"))
-            for name in ("BundleEntryProto", "BundleHeaderProto", "SavedMetadata")}
+            for name in ("BundleEntryProto", "BundleHeaderProto", "SavedMetadata", "TrackableObjectGraph")}
 
 
 def _untuple(value):
@@ -228,6 +236,66 @@ def read_tensor(entry: Entry, shards: list[pathlib.Path], prefix) -> np.ndarray:
     return array
 
 
+OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+MAX_OBJECT_GRAPH_BYTES = 64 << 20
+
+
+def _string_scalar(entry: Entry, shards: list[pathlib.Path], prefix) -> bytes:
+    """A scalar string tensor's bytes (TensorFlow writes: varint length, 4-byte checksum of the lengths, the bytes)."""
+    if entry.dtype != DT_STRING or entry.shape or entry.size > MAX_OBJECT_GRAPH_BYTES or entry.shard >= len(shards):
+        raise errors.CorruptFileError(prefix, "the checkpoint's object graph as one string", f"dtype {entry.dtype}, shape {entry.shape}",
+                                      "the checkpoint is damaged")
+    shard = shards[entry.shard]
+    if entry.offset < 0 or entry.offset + entry.size > shard.stat().st_size:
+        raise errors.CorruptFileError(shard, f"tensor '{entry.name}' inside the file", f"bytes {entry.offset}+{entry.size} past its end",
+                                      "the checkpoint is incomplete")
+    with open(shard, "rb") as f:
+        f.seek(entry.offset)
+        data = f.read(entry.size)
+    try:
+        length, pos = _varint(data, 0)
+    except ValueError:
+        length, pos = -1, 0
+    if length < 0 or pos + 4 + length > len(data):
+        raise errors.CorruptFileError(prefix, "the checkpoint's object graph", "a truncated string", "the checkpoint is damaged")
+    return data[pos + 4:pos + 4 + length]
+
+
+def tracked_entries(prefix: pathlib.Path, entries: dict[str, Entry]) -> dict[str, Entry]:
+    """``entries`` plus every other attribute path that leads to the same tensor, from the checkpoint's object graph.
+
+    TensorFlow keys each tensor by the first path it met (a SavedModel's LSTM kernel is
+    "variables/0"); the object graph lists every path, so each layer's arrays can be
+    found under ``layer_with_weights-N/...`` whichever path named them.
+    """
+    graph_entry = entries.get(OBJECT_GRAPH_KEY)
+    if graph_entry is None:
+        return entries
+    try:
+        graph = _messages()["TrackableObjectGraph"].FromString(_string_scalar(graph_entry, _shards(prefix), prefix))
+    except errors.KerasafeError:
+        raise
+    except Exception as exc:  # protobuf DecodeError
+        raise errors.CorruptFileError(prefix, "the checkpoint's object graph", f"undecodable ({str(exc)[:120]})", "the checkpoint is damaged") from None
+    out = dict(entries)
+    seen, queue = {0}, [(0, "")]
+    while queue:  # breadth first: every node once, by its shortest path
+        node_id, path = queue.pop(0)
+        if node_id >= len(graph.nodes):
+            continue
+        node = graph.nodes[node_id]
+        for attribute in node.attributes:
+            if attribute.checkpoint_key in entries and path:
+                out.setdefault(f"{path}/.ATTRIBUTES/{attribute.name}", entries[attribute.checkpoint_key])
+        for child in node.children:
+            child_path = f"{path}/{child.local_name}" if path else child.local_name
+            if child.node_id not in seen or child.local_name.startswith("layer_with_weights-") or path.startswith("layer_with_weights-"):
+                if child_path.count("/") < 64 and len(out) < 10 * len(entries) + 1000:
+                    seen.add(child.node_id)
+                    queue.append((child.node_id, child_path))
+    return out
+
+
 def _strip_root(names) -> str:
     """tf.train.Checkpoint(model=...) puts the model under "model/"; save_weights puts it at the root."""
     roots = {n.split("/")[0] for n in names if "/" in n}
@@ -235,9 +303,9 @@ def _strip_root(names) -> str:
         next((r + "/" for r in sorted(roots) if any(n.startswith(r + "/layer_with_weights-") for n in names)), "")
 
 
-def layer_values(entries: dict[str, Entry]) -> dict[int, dict[str, Entry]]:
-    """{n: {attribute path: entry}} for every ``layer_with_weights-n`` of the model."""
-    root = _strip_root(entries)
+def layer_values(entries: dict[str, Entry], root: str | None = None) -> dict[int, dict[str, Entry]]:
+    """{n: {attribute path: entry}} for every ``layer_with_weights-n`` of the model (under ``root``)."""
+    root = _strip_root(entries) if root is None else root
     out: dict[int, dict[str, Entry]] = {}
     pattern = re.compile(rf"^{re.escape(root)}layer_with_weights-(\d+)/(.+){re.escape(VALUE_SUFFIX)}$")
     for name, entry in entries.items():
@@ -247,12 +315,43 @@ def layer_values(entries: dict[str, Entry]) -> dict[int, dict[str, Entry]]:
     return out
 
 
+def _layer_assignments(model, base: str, entries: dict[str, Entry], prefix, skip_mismatch: bool, out: list) -> None:
+    """(variable, entry) for every weight of ``model``'s layers under ``base``; nested models recurse.
+
+    tf.keras numbered the layers that had weights (``layer_with_weights-N``) and named each
+    array by the attributes that led to it; legacy.weights.checkpoint_variable finds the
+    Keras 3 variable the same attributes lead to.
+    """
+    layers = [layer for layer in model.layers if layer.weights]
+    by_layer = layer_values({k: e for k, e in entries.items() if k.startswith(base)}, base)
+    if len(layers) != len(by_layer) and not skip_mismatch:
+        raise errors.WeightsMismatchError(prefix, f"{len(layers)} layers with weights (as the model has)",
+                                          f"{len(by_layer)} in the checkpoint", "load it into the model it was saved from")
+    for index, layer in enumerate(layers):
+        saved = by_layer.get(index, {})
+        if hasattr(layer, "layers") and any(a.startswith("layer_with_weights-") for a in saved):  # a nested model
+            _layer_assignments(layer, f"{base}layer_with_weights-{index}/", entries, prefix, skip_mismatch, out)
+            continue
+        found = {}
+        for attribute, entry in saved.items():
+            variable = legacy_weights.checkpoint_variable(layer, attribute)
+            if variable is not None:
+                found[id(variable)] = (variable, entry)
+        missing = [v for v in layer.weights if id(v) not in found]
+        if missing and not skip_mismatch:
+            raise errors.WeightsMismatchError(
+                prefix, f"a value for {missing[0].path} {tuple(missing[0].shape)}",
+                f"{[f'{a} {e.shape}' for a, e in saved.items()][:4]} for layer_with_weights-{index}",
+                "load it into the model it was saved from, or pass skip_mismatch=True")
+        out.extend(found.values())
+
+
 def restore_optimizer(model, prefix: pathlib.Path, entries: dict[str, Entry] | None = None) -> None:
     """Put a tf.keras 2 checkpoint's optimizer state into ``model.optimizer``; warn and keep fresh slots when they do not map."""
     import warnings
 
     from .. import _keras
-    from .. import optimizer_translation as opt
+    from ..legacy import optimizers as opt
 
     entries = entries if entries is not None else read_index(prefix.with_name(prefix.name + ".index"))
     base = f"{_strip_root(entries)}optimizer/"
@@ -301,25 +400,12 @@ class TFCheckpointFormat(Format):
 
     def read_weights(self, model, path, *, by_name, skip_mismatch):
         prefix = resolve_prefix(path) or path
-        entries = read_index(prefix.with_name(prefix.name + ".index"))
+        entries = tracked_entries(prefix, read_index(prefix.with_name(prefix.name + ".index")))
         shards = _shards(prefix)
-        by_layer = layer_values(entries)
-        layers = [layer for layer in model.layers if layer.weights]
-        if len(layers) != len(by_layer) and not skip_mismatch:
-            raise errors.WeightsMismatchError(prefix, f"{len(layers)} layers with weights (as the model has)",
-                                              f"{len(by_layer)} in the checkpoint", "load it into the model it was saved from")
-        for index, layer in enumerate(layers):
-            saved = by_layer.get(index, {})
-            for variable in layer.weights:
-                match = [e for attr, e in saved.items() if variable.path == attr or variable.path.endswith("/" + attr)]
-                if len(match) != 1 or tuple(match[0].shape) != tuple(variable.shape):
-                    if skip_mismatch:
-                        continue
-                    raise errors.WeightsMismatchError(
-                        prefix, f"a value for {variable.path} {tuple(variable.shape)}",
-                        f"{[f'{a} {e.shape}' for a, e in saved.items()][:4]} for layer_with_weights-{index}",
-                        "load it into the model it was saved from, or pass skip_mismatch=True")
-                variable.assign(read_tensor(match[0], shards, prefix))
+        assignments: list = []
+        _layer_assignments(model, _strip_root(entries), entries, prefix, skip_mismatch, assignments)
+        for variable, entry in assignments:  # every variable matched before any is read
+            variable.assign(legacy_weights.fit_shape(read_tensor(entry, shards, prefix), variable.shape, variable.path))
         if getattr(model, "optimizer", None) is not None and model.compiled:
             restore_optimizer(model, prefix, entries)
         return None

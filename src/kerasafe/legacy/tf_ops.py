@@ -9,7 +9,7 @@ naming it (translation.py checks before building).
 
 Example:
     >>> import numpy as np
-    >>> from kerasafe.tf_ops import tf_op_layer_class
+    >>> from kerasafe.legacy.tf_ops import tf_op_layer_class
     >>> layer = tf_op_layer_class()(function="math.truediv", arguments={"y": 2.0}, name="tf.math.truediv")
     >>> np.asarray(layer(np.array([2.0, 4.0]))).tolist()
     [1.0, 2.0]
@@ -17,7 +17,12 @@ Example:
 
 from __future__ import annotations
 
-from . import _keras
+from .. import _keras
+from .rules import refuse
+
+# The layer classes tf.keras 2 recorded TensorFlow functions as.
+LAYER_CLASSES = ("TFOpLambda", "SlicingOpLambda")
+_ADVICE = "rebuild that part of the model with Keras 3 ops (keras.ops) and load the weights by name"
 
 
 def _ops():
@@ -73,6 +78,40 @@ OPS = {
 }
 
 
+def _is_tensor_reference(value) -> bool:
+    return isinstance(value, list) and len(value) == 3 and isinstance(value[0], str) and all(isinstance(v, int) for v in value[1:])
+
+
+def arguments_into_config(layer: dict) -> dict:
+    """Move a TF-op layer's constant call arguments (``y=255.0``, ``shape=[...]``) from its call record into its config.
+
+    Keras 3 traces call arguments as tensors when it infers shapes, so constants
+    such as a reshape's target shape must be part of the layer, not of the call.
+    A second tensor passed by keyword (``x * y`` was recorded as ``multiply(x, y=<y>)``)
+    becomes a second input of the node, named in ``tensor_arguments``, because Keras 3's
+    loader connects only a node's inputs, never tensors inside its keyword arguments.
+    """
+    name = (layer.get("config") or {}).get("name", layer.get("name"))
+    found, tensor_names = [], []
+    for node in layer.get("inbound_nodes") or []:
+        for record in list(node):
+            if len(record) == 4 and isinstance(record[3], dict):
+                arguments = {k: v for k, v in record[3].items() if k != "name"}
+                tensors = [k for k, v in arguments.items() if _is_tensor_reference(v)]
+                if tensors and len(node) != 1:
+                    raise refuse(name, layer.get("class_name"), "a TensorFlow op taking a list of tensors and another tensor as a keyword argument", _ADVICE)
+                node.extend([*arguments.pop(k), {}] for k in tensors)
+                found.append(arguments)
+                tensor_names.append(tensors)
+                record[3] = {}
+    if any(a != found[0] for a in found) or any(t != tensor_names[0] for t in tensor_names):
+        raise refuse(name, layer.get("class_name"), "one TensorFlow-op layer called with different arguments", _ADVICE)
+    config = dict(layer.get("config") or {}, arguments=found[0] if found else {})
+    if tensor_names and tensor_names[0]:
+        config["tensor_arguments"] = tensor_names[0]
+    return dict(layer, config=config)
+
+
 _CLASS = []  # the class, once built (with Keras's first import: _keras.keras registers it)
 
 
@@ -89,7 +128,7 @@ def register(keras) -> None:
 
     @keras.saving.register_keras_serializable(package="kerasafe", name="TFOp")
     class TFOp(keras.layers.Layer):
-        """One TensorFlow function tf.keras 2 recorded, computed with Keras 3 ops (kerasafe.tf_ops.OPS)."""
+        """One TensorFlow function tf.keras 2 recorded, computed with Keras 3 ops (kerasafe.legacy.tf_ops.OPS)."""
 
         def __init__(self, function, arguments=None, tensor_arguments=(), **kwargs):
             super().__init__(**kwargs)

@@ -12,7 +12,7 @@ Keras 3 names a slot "<variable path with _>_<kind>" (checked on 3.15); the kind
 below are Keras 3's names.
 
 Example:
-    >>> from kerasafe.optimizer_translation import optimizer_slot
+    >>> from kerasafe.legacy.optimizers import optimizer_slot
     >>> optimizer_slot("Adam/m/dense/kernel:0")
     ('Adam', 'momentum', 'dense/kernel')
 """

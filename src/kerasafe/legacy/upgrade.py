@@ -9,7 +9,7 @@ at. Nothing is overwritten without ``force=True``.
 
 Example:
     >>> import tempfile
-    >>> from kerasafe.upgrade import upgrade
+    >>> from kerasafe.legacy.upgrade import upgrade
     >>> upgrade(tempfile.mkdtemp())
     []
 """
@@ -20,9 +20,9 @@ import dataclasses
 import pathlib
 import warnings
 
-from . import api, errors, formats
-from .formats.base import ARCHITECTURE, MODEL, WEIGHTS
-from .formats.tf_checkpoint import resolve_prefix
+from .. import api, errors, formats
+from ..formats.base import ARCHITECTURE, MODEL, WEIGHTS
+from ..formats.tf_checkpoint import resolve_prefix
 
 WEIGHTS_BESIDE = ("{stem}.h5", "{stem}.weights.h5", "{stem}-weights.h5", "{stem}_weights.h5", "{stem}.hdf5",
                   "{stem}.safetensors", "{stem}.ckpt", "{stem}")
