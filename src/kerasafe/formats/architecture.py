@@ -29,6 +29,54 @@ _ArchitectureLoader.add_constructor(
 )
 
 
+def _dtype_name(loader, node):
+    """A TensorFlow dtype that Keras 2's to_yaml wrote as an object (``as_dtype`` applied to its name): the name.
+
+    Read as data; nothing is imported or called.
+    """
+    args = loader.construct_sequence(node) if isinstance(node, yaml.SequenceNode) else []
+    if len(args) != 1 or not isinstance(args[0], str):
+        raise yaml.constructor.ConstructorError(None, None, "a TensorFlow dtype with arguments other than its name", node.start_mark)
+    return args[0]
+
+
+_ArchitectureLoader.add_constructor("tag:yaml.org,2002:python/object/apply:tensorflow.python.framework.dtypes.as_dtype", _dtype_name)
+
+
+def _numpy_dtype(loader, node):
+    """A NumPy dtype as yaml.dump writes one (``numpy.dtype`` applied to a code such as "f8"), numeric kinds only."""
+    import numpy as np
+
+    fields = loader.construct_mapping(node, deep=True) if isinstance(node, yaml.MappingNode) else {"args": loader.construct_sequence(node)}
+    args, state = fields.get("args") or [], fields.get("state") or []
+    try:
+        dtype = np.dtype(str(args[0]))
+        if len(state) > 1 and state[1] in ("<", ">"):
+            dtype = dtype.newbyteorder(state[1])
+    except (IndexError, TypeError):
+        dtype = None
+    if dtype is None or dtype.kind not in "biuf":
+        raise yaml.constructor.ConstructorError(None, None, "a NumPy dtype other than a number's", node.start_mark)
+    return dtype
+
+
+def _numpy_scalar(loader, node):
+    """A NumPy number that Keras 2's to_yaml wrote as an object (its dtype and raw bytes): the Python number."""
+    import numpy as np
+
+    args = loader.construct_sequence(node, deep=True) if isinstance(node, yaml.SequenceNode) else []
+    if len(args) != 2 or not isinstance(args[0], np.dtype) or not isinstance(args[1], bytes) or len(args[1]) != args[0].itemsize:
+        raise yaml.constructor.ConstructorError(None, None, "a NumPy scalar that is not one number", node.start_mark)
+    return np.frombuffer(args[1], dtype=args[0])[0].item()
+
+
+# Keras 2's to_yaml was yaml.dump of the config: TensorFlow dtypes and NumPy numbers came out as
+# python/object tags. These few are read as the data they hold; every other python/ tag is refused.
+_ArchitectureLoader.add_constructor("tag:yaml.org,2002:python/object/apply:numpy.dtype", _numpy_dtype)
+for _module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+    _ArchitectureLoader.add_constructor(f"tag:yaml.org,2002:python/object/apply:{_module}.scalar", _numpy_scalar)
+
+
 def parse_yaml(text: str, path=None) -> object:
     try:
         return yaml.load(text, Loader=_ArchitectureLoader)  # noqa: S506 - a SafeLoader subclass

@@ -237,6 +237,9 @@ def read_tensor(entry: Entry, shards: list[pathlib.Path], prefix) -> np.ndarray:
 
 
 OBJECT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+# Lists a SavedModel tracks beside the attributes themselves (every variable again, by number): not
+# attribute paths, and numbered in another order than a Keras 3 layer's lists of the same names.
+_ALIAS_CHILDREN = {"variables", "trainable_variables", "non_trainable_variables", "keras_api", "_self_saveable_object_factories"}
 MAX_OBJECT_GRAPH_BYTES = 64 << 20
 
 
@@ -288,6 +291,8 @@ def tracked_entries(prefix: pathlib.Path, entries: dict[str, Entry]) -> dict[str
             if attribute.checkpoint_key in entries and path:
                 out.setdefault(f"{path}/.ATTRIBUTES/{attribute.name}", entries[attribute.checkpoint_key])
         for child in node.children:
+            if child.local_name in _ALIAS_CHILDREN:
+                continue
             child_path = f"{path}/{child.local_name}" if path else child.local_name
             if child.node_id not in seen or child.local_name.startswith("layer_with_weights-") or path.startswith("layer_with_weights-"):
                 if child_path.count("/") < 64 and len(out) < 10 * len(entries) + 1000:

@@ -101,12 +101,11 @@ def _tensor_keywords_connected(node):
 def _upgrade_layer(layer: dict) -> dict:
     """A layer of a model's ``layers`` list: translated, its place in the graph (name, nodes) kept."""
     layer = {k: v for k, v in layer.items() if k not in TF_KERAS_LAYER_WRAPPER_KEYS}
-    if isinstance(layer.get("inbound_nodes"), list):
-        layer["inbound_nodes"] = _call_records_as_lists(layer["inbound_nodes"])
     if layer.get("class_name") in tf_ops.LAYER_CLASSES:
-        layer = tf_ops.arguments_into_config(layer)
+        layer = tf_ops.arguments_into_config(layer)  # reads tf.keras's own records (bare = one tensor)
     elif isinstance(layer.get("inbound_nodes"), list):
-        layer["inbound_nodes"] = [_tensor_keywords_connected(node) for node in layer["inbound_nodes"]]
+        nodes = _call_records_as_lists(layer["inbound_nodes"])
+        layer["inbound_nodes"] = [_tensor_keywords_connected(node) for node in nodes]
     new = layer_config_for_keras3(layer)
     return {**{k: v for k, v in layer.items() if k not in ("class_name", "config")}, **new}
 

@@ -51,7 +51,8 @@ RULES = {
     # robust_masking chose how masked logits were pushed down (to the dtype's minimum instead of
     # -1e9): the probabilities agree unless a logit is near 1e9.
     "Softmax": Rule(ignored=("robust_masking",)),
-    "MultiHeadAttention": Rule(ignored=("softmax_robust_masking",)),
+    # The *_shape arguments let tf.keras build the layer before its first call; Keras 3 builds it on the call.
+    "MultiHeadAttention": Rule(ignored=("softmax_robust_masking", "query_shape", "key_shape", "value_shape")),
     # Keras 2's Dropout-family noise_shape: None is the only value SpatialDropout ever wrote. Keras 3's
     # SpatialDropout takes no `trainable` (it has no weights, so the flag meant nothing).
     **{f"SpatialDropout{n}D": Rule(neutral={"noise_shape": (None,)}, ignored=("trainable",)) for n in (1, 2, 3)},
@@ -68,7 +69,7 @@ RULES = {
 
 
 def _tf_op(config: dict, name: str, class_name: str) -> dict:
-    from .tf_ops import OPS
+    from .tf_functions import OPS
 
     if config.get("function") not in OPS:
         raise refuse(name, class_name, f"TensorFlow function '{config.get('function')}'",
