@@ -48,3 +48,15 @@ def run_cli(*args, cwd=None, timeout=300, columns=200):
 @pytest.fixture
 def tmp(tmp_path):
     return tmp_path
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The legacy corpus's count per form (tests/test_legacy_layers.py), when it ran."""
+    import sys
+
+    module = sys.modules.get("test_legacy_layers")
+    lines = module.summary_lines() if module is not None else []
+    if lines:
+        terminalreporter.section("tf.keras 2 layer corpus")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -559,10 +559,16 @@ def test_a_second_tensor_passed_by_keyword_becomes_a_node_input():
     config = {"class_name": "Functional", "keras_version": "2.21.0", "config": {"name": "m", "layers": [layer]}}
     out = legacy.upgrade_model_config(config)["config"]["layers"][0]
     assert out["inbound_nodes"] == [[["tf.math.reduce_mean", 0, 0, {}], ["tf.math.sigmoid", 0, 0, {}]]]
-    assert out["config"]["arguments"] == {} and out["config"]["tensor_arguments"] == ["y"]
-    listed = {**layer, "inbound_nodes": [[["a", 0, 0, {"axis": 0, "y": ["b", 0, 0]}], ["c", 0, 0, {"axis": 0, "y": ["b", 0, 0]}]]]}
-    with pytest.raises(legacy.LegacyError, match="a list of tensors and another tensor"):
-        legacy.upgrade_model_config({**config, "config": {"name": "m", "layers": [listed]}})
+    assert out["config"]["arguments"] == {"y": {"__kerasafe_input__": 0}} and out["config"]["first_inputs"] == 0
+    # a list of tensors first (tf.stack([a, c], ...)) and a tensor inside another argument (a shape from tf.shape)
+    listed = {**layer, "inbound_nodes": [[["a", 0, 0, {"axis": 0, "shape": [["b", 0, 0], -1]}],
+                                          ["c", 0, 0, {"axis": 0, "shape": [["b", 0, 0], -1]}]]]}
+    out = legacy.upgrade_model_config({**config, "config": {"name": "m", "layers": [listed]}})["config"]["layers"][0]
+    assert out["inbound_nodes"] == [[["a", 0, 0, {}], ["c", 0, 0, {}], ["b", 0, 0, {}]]]
+    assert out["config"]["first_inputs"] == 2 and out["config"]["arguments"] == {"axis": 0, "shape": [{"__kerasafe_input__": 0}, -1]}
+    differing = {**layer, "inbound_nodes": [[["a", 0, 0, {"axis": 0}], ["c", 0, 0, {"axis": 1}]]]}
+    with pytest.raises(legacy.LegacyError, match="different arguments per input"):
+        legacy.upgrade_model_config({**config, "config": {"name": "m", "layers": [differing]}})
 
 
 def test_a_tf_op_without_a_keras3_equivalent_is_named(tmp_path):

@@ -82,7 +82,8 @@ def restore_optimizer(model, f, path, custom_objects, manifest: dict | None) -> 
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs.get("weight_names", [])]
     if len(names) != len(values):
         names = [f"array {i}" for i in range(len(values))]
-    if any(opt.optimizer_slot(n) for n in names):
+    # tf.keras 2 names its slots (and "iteration" alone when the model has nothing to train).
+    if any(opt.optimizer_slot(n) for n in names) or (names and all(n.split(":")[0].split("/")[-1] in ("iteration", "iter") for n in names)):
         _restore_named_slots(optimizer, model.trainable_variables, names, values, path)
         return
     if [tuple(v.shape) for v in optimizer.variables] == [tuple(np.shape(v)) for v in values]:
@@ -108,8 +109,18 @@ _HYPERPARAMETERS = ("beta_1", "beta_2", "decay", "rho", "momentum", "epsilon", "
 
 
 def _restore_named_slots(optimizer, trainable, names: list[str], values: list, path) -> None:
-    """Put tf.keras 2 optimizer slots (named by layer and variable) into Keras 3's slots."""
+    """Put tf.keras 2 optimizer slots (named by layer and variable) into Keras 3's slots.
+
+    The variables the slots name appear in the order tf.keras's model listed its trainable
+    variables, which is the Keras 3 model's order too (the weights went in by that order);
+    where the counts and shapes agree that decides, since Keras 3 may name a variable
+    otherwise (a ConvLSTM's cell, a layer kerasafe wraps). Otherwise names decide.
+    """
     dropped = []
+    named = list(dict.fromkeys(slot[2] for slot in map(opt.optimizer_slot, names) if slot))
+    shapes = {opt.optimizer_slot(n)[2]: tuple(np.shape(v)) for n, v in zip(names, values) if opt.optimizer_slot(n)}
+    by_order = dict(zip(named, trainable)) if len(named) == len(trainable) and all(
+        shapes[p] == tuple(v.shape) for p, v in zip(named, trainable)) else {}
     for name, value in zip(names, values):
         base = name.split(":")[0].split("/")
         if base[-1] in ("iteration", "iter", "iterations"):
@@ -125,7 +136,9 @@ def _restore_named_slots(optimizer, trainable, names: list[str], values: list, p
         if len(base) == 2 and base[-1] in _HYPERPARAMETERS:
             continue
         slot = opt.optimizer_slot(name)
-        targets = [v for v in trainable if slot and (v.path == slot[2] or v.path.endswith("/" + slot[2]))]
+        variable = by_order.get(slot[2]) if slot else None
+        targets = [variable] if variable is not None else [
+            v for v in trainable if slot and (v.path == slot[2] or v.path.endswith("/" + slot[2]))]
         target = opt.slot_variable(optimizer, targets[0], slot[1]) if len(targets) == 1 else None
         if target is None or tuple(target.shape) != tuple(np.shape(value)):
             dropped.append(name)
@@ -275,8 +288,10 @@ class HDF5ModelFormat(Format):
                         "load it into a model: ks.load('architecture.json', weights=...) or ks.load_weights(model, ...)",
                     )
                 config.setdefault("keras_version", _hdf5.attr_text(f, "keras_version"))
-                model = legacy.build_model(config, path, custom_objects=custom_objects, safe_mode=safe_mode)
-                load_legacy_weights(model, group, path, by_name=False, skip_mismatch=False)
+                with _keras_direct.variables_filled_by_loading() as built:  # no initializer runs for what the file fills
+                    model = legacy.build_model(config, path, custom_objects=custom_objects, safe_mode=safe_mode)
+                    built()
+                    load_legacy_weights(model, group, path, by_name=False, skip_mismatch=False)
             if compile:
                 restore_optimizer(model, f, path, custom_objects, manifest)
         return model, manifest

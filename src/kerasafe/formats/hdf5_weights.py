@@ -83,6 +83,8 @@ class Keras3WeightsFormat(_WeightsH5):
             expected = (manifest or {}).get("hashes") or None
             try:
                 load_keras3_weights(model, DirectWeights(h5, window, path, expected), path, by_name=by_name, skip_mismatch=skip_mismatch)
+                if manifest is None:  # tf.keras 2.13+ wrote it: state such as an adapted summary needs finishing
+                    _keras.finalize_loaded_state(model)
             except errors.WeightsMismatchError:
                 if manifest is not None or by_name:
                     raise

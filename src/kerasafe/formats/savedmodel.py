@@ -77,9 +77,13 @@ class SavedModelFormat(Format):
         """A tf.keras 2 SavedModel: the model rebuilt from keras_metadata.pb, weights from variables/ (no TensorFlow)."""
         from .hdf5_model import compile_from_training_config
 
+        from .. import _keras_direct
+
         stored = tf_checkpoint.keras_metadata_model(path / "keras_metadata.pb")
-        model = legacy.build_model(stored["model_config"], path, custom_objects=custom_objects, safe_mode=safe_mode)
-        tf_checkpoint.TFCheckpointFormat().read_weights(model, path / "variables" / "variables", by_name=False, skip_mismatch=False)
+        with _keras_direct.variables_filled_by_loading() as built:  # no initializer runs for what the file fills
+            model = legacy.build_model(stored["model_config"], path, custom_objects=custom_objects, safe_mode=safe_mode)
+            built()
+            tf_checkpoint.TFCheckpointFormat().read_weights(model, path / "variables" / "variables", by_name=False, skip_mismatch=False)
         if compile and stored["training_config"] and compile_from_training_config(model, stored["training_config"], path, custom_objects):
             tf_checkpoint.restore_optimizer(model, path / "variables" / "variables")
         return model, None

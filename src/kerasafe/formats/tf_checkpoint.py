@@ -264,25 +264,31 @@ def _string_scalar(entry: Entry, shards: list[pathlib.Path], prefix) -> bytes:
     return data[pos + 4:pos + 4 + length]
 
 
-def tracked_entries(prefix: pathlib.Path, entries: dict[str, Entry]) -> dict[str, Entry]:
+def object_graph(prefix: pathlib.Path, entries: dict[str, Entry]):
+    """The checkpoint's TrackableObjectGraph (which attribute path leads to which tensor), or None if it has none."""
+    graph_entry = entries.get(OBJECT_GRAPH_KEY)
+    if graph_entry is None:
+        return None
+    try:
+        return _messages()["TrackableObjectGraph"].FromString(_string_scalar(graph_entry, _shards(prefix), prefix))
+    except errors.KerasafeError:
+        raise
+    except Exception as exc:  # protobuf DecodeError
+        raise errors.CorruptFileError(prefix, "the checkpoint's object graph", f"undecodable ({str(exc)[:120]})", "the checkpoint is damaged") from None
+
+
+def tracked_entries(entries: dict[str, Entry], graph) -> dict[str, Entry]:
     """``entries`` plus every other attribute path that leads to the same tensor, from the checkpoint's object graph.
 
     TensorFlow keys each tensor by the first path it met (a SavedModel's LSTM kernel is
     "variables/0"); the object graph lists every path, so each layer's arrays can be
     found under ``layer_with_weights-N/...`` whichever path named them.
     """
-    graph_entry = entries.get(OBJECT_GRAPH_KEY)
-    if graph_entry is None:
+    if graph is None:
         return entries
-    try:
-        graph = _messages()["TrackableObjectGraph"].FromString(_string_scalar(graph_entry, _shards(prefix), prefix))
-    except errors.KerasafeError:
-        raise
-    except Exception as exc:  # protobuf DecodeError
-        raise errors.CorruptFileError(prefix, "the checkpoint's object graph", f"undecodable ({str(exc)[:120]})", "the checkpoint is damaged") from None
     out = dict(entries)
     seen, queue = {0}, [(0, "")]
-    while queue:  # breadth first: every node once, by its shortest path
+    while queue:  # breadth first: every node once, by its shortest path (a layer's by its layer_with_weights path)
         node_id, path = queue.pop(0)
         if node_id >= len(graph.nodes):
             continue
@@ -294,10 +300,34 @@ def tracked_entries(prefix: pathlib.Path, entries: dict[str, Entry]) -> dict[str
             if child.local_name in _ALIAS_CHILDREN:
                 continue
             child_path = f"{path}/{child.local_name}" if path else child.local_name
-            if child.node_id not in seen or child.local_name.startswith("layer_with_weights-") or path.startswith("layer_with_weights-"):
+            if child.node_id not in seen or "layer_with_weights-" in child_path:
                 if child_path.count("/") < 64 and len(out) < 10 * len(entries) + 1000:
                     seen.add(child.node_id)
                     queue.append((child.node_id, child_path))
+    return out
+
+
+def layer_positions(graph, base: str) -> dict[int, int] | None:
+    """{n: i}: the model under ``base`` has ``layer_with_weights-n`` as its ``model.layers[i]``; None without a graph.
+
+    tf.keras tracked every layer twice, as ``layer-i`` (all layers) and, if it had weights,
+    ``layer_with_weights-n``; the shared node says which is which, so no count of
+    "layers with weights" has to agree between the two Keras versions.
+    """
+    if graph is None:
+        return None
+    node = graph.nodes[0] if graph.nodes else None
+    for part in [p for p in base.strip("/").split("/") if p]:
+        child = next((c for c in node.children if c.local_name == part), None) if node is not None else None
+        node = graph.nodes[child.node_id] if child is not None and child.node_id < len(graph.nodes) else None
+    if node is None:
+        return None
+    by_node = {c.node_id: int(c.local_name.split("-")[1]) for c in node.children
+               if c.local_name.startswith("layer-") and c.local_name.split("-")[1].isdigit()}
+    out = {}
+    for child in node.children:
+        if child.local_name.startswith("layer_with_weights-") and child.node_id in by_node:
+            out[int(child.local_name.split("-")[1])] = by_node[child.node_id]
     return out
 
 
@@ -320,22 +350,32 @@ def layer_values(entries: dict[str, Entry], root: str | None = None) -> dict[int
     return out
 
 
-def _layer_assignments(model, base: str, entries: dict[str, Entry], prefix, skip_mismatch: bool, out: list) -> None:
+def _layer_assignments(model, base: str, entries: dict[str, Entry], graph, prefix, skip_mismatch: bool, out: list, states: list) -> None:
     """(variable, entry) for every weight of ``model``'s layers under ``base``; nested models recurse.
 
-    tf.keras numbered the layers that had weights (``layer_with_weights-N``) and named each
-    array by the attributes that led to it; legacy.weights.checkpoint_variable finds the
-    Keras 3 variable the same attributes lead to.
+    tf.keras numbered the layers that had weights (``layer_with_weights-N``, placed in
+    ``model.layers`` by :func:`layer_positions`) and named each array by the attributes
+    that led to it; legacy.weights.checkpoint_variable finds the Keras 3 variable the
+    same attributes lead to. Arrays a Keras 3 layer keeps as state rather than as
+    variables go to ``states`` as (layer, names, entries).
     """
-    layers = [layer for layer in model.layers if layer.weights]
     by_layer = layer_values({k: e for k, e in entries.items() if k.startswith(base)}, base)
-    if len(layers) != len(by_layer) and not skip_mismatch:
-        raise errors.WeightsMismatchError(prefix, f"{len(layers)} layers with weights (as the model has)",
-                                          f"{len(by_layer)} in the checkpoint", "load it into the model it was saved from")
-    for index, layer in enumerate(layers):
+    positions = layer_positions(graph, base)
+    if positions is None or set(positions) != set(by_layer) or any(i >= len(model.layers) for i in positions.values()):
+        weighted = [layer for layer in model.layers if layer.weights]
+        if len(weighted) != len(by_layer) and not skip_mismatch:
+            raise errors.WeightsMismatchError(prefix, f"{len(weighted)} layers with weights (as the model has)",
+                                              f"{len(by_layer)} in the checkpoint", "load it into the model it was saved from")
+        pairs = [(index, layer) for index, layer in enumerate(weighted)]
+    else:
+        pairs = [(index, model.layers[positions[index]]) for index in sorted(positions)]
+    for index, layer in pairs:
         saved = by_layer.get(index, {})
         if hasattr(layer, "layers") and any(a.startswith("layer_with_weights-") for a in saved):  # a nested model
-            _layer_assignments(layer, f"{base}layer_with_weights-{index}/", entries, prefix, skip_mismatch, out)
+            _layer_assignments(layer, f"{base}layer_with_weights-{index}/", entries, graph, prefix, skip_mismatch, out, states)
+            continue
+        if not layer.weights and legacy_weights.keeps_old_weights_as_state(layer):
+            states.append((layer, list(saved), list(saved.values())))
             continue
         found = {}
         for attribute, entry in saved.items():
@@ -405,12 +445,20 @@ class TFCheckpointFormat(Format):
 
     def read_weights(self, model, path, *, by_name, skip_mismatch):
         prefix = resolve_prefix(path) or path
-        entries = tracked_entries(prefix, read_index(prefix.with_name(prefix.name + ".index")))
+        entries = read_index(prefix.with_name(prefix.name + ".index"))
+        graph = object_graph(prefix, entries)
+        entries = tracked_entries(entries, graph)
         shards = _shards(prefix)
         assignments: list = []
-        _layer_assignments(model, _strip_root(entries), entries, prefix, skip_mismatch, assignments)
+        states: list = []
+        _layer_assignments(model, _strip_root(entries), entries, graph, prefix, skip_mismatch, assignments, states)
+        for layer, names, saved in states:
+            legacy_weights.put_state(layer, names, [read_tensor(e, shards, prefix) for e in saved])
         for variable, entry in assignments:  # every variable matched before any is read
             variable.assign(legacy_weights.fit_shape(read_tensor(entry, shards, prefix), variable.shape, variable.path))
+        from .. import _keras
+
+        _keras.finalize_loaded_state(model)
         if getattr(model, "optimizer", None) is not None and model.compiled:
             restore_optimizer(model, prefix, entries)
         return None

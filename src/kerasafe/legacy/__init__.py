@@ -24,8 +24,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+
 from .model_config import is_legacy_config, upgrade_model_config
 from .rules import LegacyError
+from .table_preprocessing import NEEDS_TENSORFLOW
 
 __all__ = ["LegacyError", "build_model", "is_legacy_config", "upgrade_model_config"]
 
@@ -45,12 +48,20 @@ def build_model(config: dict, path=None, *, custom_objects=None, safe_mode=True)
     except LegacyError as exc:
         raise errors.UnsupportedOperationError(path, "layers and arguments that Keras 3 has", str(exc).split("; ")[0],
                                                str(exc).split("; ", 1)[-1]) from None
+    needs_tensorflow = sorted(set(_class_names(config)) & set(NEEDS_TENSORFLOW))
     try:
-        model = _keras.legacy_model_from_config(upgraded, custom_objects=custom_objects, safe_mode=safe_mode)
+        # Keras's serializers would import TensorFlow just to ask whether it exists (seconds on JAX);
+        # only layers Keras 3 builds with TensorFlow's ops on every backend need it found.
+        with contextlib.nullcontext() if needs_tensorflow else _keras.tensorflow_left_alone():
+            model = _keras.legacy_model_from_config(upgraded, custom_objects=custom_objects, safe_mode=safe_mode)
         _remember_old_classes(model, config)
         return model
     except LegacyError as exc:  # a nested config found by Keras's own walk
         raise errors.UnsupportedOperationError(path, "layers and arguments that Keras 3 has", str(exc), "rebuild that layer in Keras 3") from None
+    except ImportError as exc:
+        raise errors.MissingDependencyError(
+            path, f"TensorFlow, which Keras 3's {', '.join(needs_tensorflow) or 'layers here'} need on every backend",
+            f"it is not installed ({str(exc).splitlines()[0][:120]})", "pip install 'kerasafe[tensorflow]'") from None
     except (TypeError, ValueError, KeyError, AttributeError, IndexError, EOFError, SystemError, NotImplementedError) as exc:
         if not safe_mode and refuse_reason(config):
             raise errors.UnsupportedOperationError(
@@ -71,3 +82,15 @@ def _remember_old_classes(model, config: dict) -> None:
     for layer in model.layers:
         if old.get(layer.name) not in (None, type(layer).__name__):
             layer._kerasafe_old_class = old[layer.name]
+
+
+def _class_names(value):
+    """Every class_name in a config, nested ones included."""
+    if isinstance(value, dict):
+        if isinstance(value.get("class_name"), str):
+            yield value["class_name"]
+        for item in value.values():
+            yield from _class_names(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _class_names(item)

@@ -127,6 +127,37 @@ def _input_layer_for(first: dict) -> dict | None:
     return translate_layer("InputLayer", {"batch_input_shape": shape, "dtype": dtype, "name": f"{config.get('name', 'input')}_input"})
 
 
+def _renumber_nested_model_calls(config: dict) -> None:
+    """Node indices of calls to a nested model, as Keras 3 counts them.
+
+    tf.keras 2 gave every model a node of its own (0) before its first call, so the
+    calls were 1, 2, ...; Keras 3's models have no such node. Its reader takes one off
+    for a nested Functional model in ``output_layers`` only, so the rest is done here.
+    """
+    models = {l["config"].get("name") or l.get("name"): l["class_name"] for l in config["layers"] if l["class_name"] in MODEL_CLASSES}
+    models = {name: cls for name, cls in models.items() if name}
+    if not models:
+        return
+
+    def shift(ref, outputs=False):
+        if _is_tensor_reference(ref) or (isinstance(ref, list) and len(ref) == 4 and isinstance(ref[0], str) and isinstance(ref[1], int)):
+            if ref[0] in models and ref[1] > 0 and not (outputs and models[ref[0]] != "Sequential"):
+                return [ref[0], ref[1] - 1, *ref[2:]]
+            return ref
+        if isinstance(ref, dict) and ref.get("class_name") == "__keras_tensor__":
+            history = ref["config"]["keras_history"]
+            return {**ref, "config": {**ref["config"], "keras_history": shift(history)}}
+        if isinstance(ref, list):
+            return [shift(r, outputs) for r in ref]
+        if isinstance(ref, dict):
+            return {k: shift(v, outputs) for k, v in ref.items()}
+        return ref
+
+    for layer in config["layers"]:
+        layer["inbound_nodes"] = shift(layer.get("inbound_nodes", []))
+    config["output_layers"] = shift(config.get("output_layers", []), outputs=True)
+
+
 def upgrade_model_config(config: dict) -> dict:
     """A Keras 1/2/tf.keras 2 model config rewritten so Keras 3 builds the same model.
 
@@ -158,6 +189,8 @@ def upgrade_model_config(config: dict) -> dict:
             if layer["class_name"] not in ("InputLayer", *MODEL_CLASSES):
                 layer["config"].pop("batch_input_shape", None)
         inner["layers"] = layers
+        if config["class_name"] != "Sequential":
+            _renumber_nested_model_calls(inner)
         return {"class_name": config["class_name"], "config": inner}
     finally:
         if token is not None:

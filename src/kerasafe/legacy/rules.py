@@ -56,6 +56,9 @@ class Rule:
     # (Keras 3 layer, the file's array names, arrays) -> arrays in Keras 3's order, for layers
     # whose weights old Keras laid out otherwise (looked up by the class Keras 3 built).
     weights: Callable[[object, list, list], list] | None = None
+    # (Keras 3 layer, names, arrays): arrays old Keras kept as weights that the Keras 3 layer keeps as
+    # state or configuration (a Discretization's summary, tf-idf weights); puts them there or checks them.
+    state: Callable[[object, list, list], None] | None = None
     # tf.keras attribute names (in TensorFlow checkpoints) -> the Keras 3 layer's attribute.
     checkpoint_names: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
@@ -63,6 +66,15 @@ class Rule:
 # Arguments every tf.keras 2 layer may carry that Keras 3 layers never take: which random
 # generator training used, and whether the layer ran eagerly. Neither changes an output.
 IGNORED_EVERYWHERE = ("force_generator", "rng_type", "dynamic")
+# Keys that carry a Sequential model's input shape on its first layer (model_config moves them to an InputLayer).
+INPUT_SHAPE_KEYS = ("batch_input_shape", "batch_shape", "input_shape", "input_dim", "__input_dtype__")
+# tf.keras's other names for some classes; every config tf.keras or Keras 1/2 wrote uses the class's own name.
+ALIASES = {"AvgPool1D": "AveragePooling1D", "AvgPool2D": "AveragePooling2D", "AvgPool3D": "AveragePooling3D",
+           "MaxPool1D": "MaxPooling1D", "MaxPool2D": "MaxPooling2D", "MaxPool3D": "MaxPooling3D",
+           "Convolution1D": "Conv1D", "Convolution2D": "Conv2D", "Convolution3D": "Conv3D",
+           "Convolution1DTranspose": "Conv1DTranspose", "Convolution2DTranspose": "Conv2DTranspose",
+           "Convolution3DTranspose": "Conv3DTranspose", "SeparableConvolution1D": "SeparableConv1D",
+           "SeparableConvolution2D": "SeparableConv2D"}
 
 _TABLE: dict[str, Rule] = {}
 
@@ -106,6 +118,7 @@ def translate_layer(class_name: str, config: dict) -> dict:
     """
     config = dict(config)
     name = config.get("name", class_name)
+    class_name = ALIASES.get(class_name, class_name)
     rule = table().get(class_name, Rule())
     for key in IGNORED_EVERYWHERE + rule.ignored:
         config.pop(key, None)
@@ -122,9 +135,12 @@ def translate_layer(class_name: str, config: dict) -> dict:
     for key in rule.nested:
         config[key] = translate_nested(config.get(key))
     if rule.rewrite is not None:
-        config = rule.rewrite(config, name)
-        if isinstance(config, Replacement):
-            return config.layer
+        rewritten = rule.rewrite(config, name)
+        if isinstance(rewritten, Replacement):
+            # Where the model's input shape was written (a Sequential's first layer) stays with the layer.
+            shape = {k: config[k] for k in INPUT_SHAPE_KEYS if k in config}
+            return dict(rewritten.layer, config={**rewritten.layer["config"], **shape})
+        config = rewritten
     return keras_object(rule.keras3_class or class_name, config)
 
 

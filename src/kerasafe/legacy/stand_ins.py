@@ -25,6 +25,8 @@ from keras import ops
 
 register = keras.saving.register_keras_serializable(package="kerasafe")
 
+from . import tf_resize  # noqa: E402,F401 - registers TFResizing
+
 
 def stand_in(registered_name: str):
     """The class registered as ``registered_name`` ("kerasafe>Name")."""
@@ -391,3 +393,69 @@ class MultiAxisBatchNormalization(keras.layers.Layer):
                 **{f"{k}_initializer": ser(v) for k, v in self.initializers.items()},
                 **{f"{k}_regularizer": ser(v) for k, v in self.regularizers.items()},
                 **{f"{k}_constraint": ser(v) for k, v in self.constraints.items()}}
+
+
+class _AveragePoolingSame(keras.layers.Layer):
+    """tf.keras 2's AveragePooling with ``padding="same"``: each window averages only the input it covers.
+
+    Keras 3 on PyTorch pads unevenly padded windows with zeros and counts them; here the
+    zero-padded input's window sums are divided by the padded ones' (the number of real
+    elements), which is TensorFlow's arithmetic on every backend.
+    """
+
+    rank = 0
+
+    def __init__(self, pool_size, strides=None, padding="same", data_format=None, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = tuple(pool_size) if isinstance(pool_size, list | tuple) else (int(pool_size),) * self.rank
+        strides = self.pool_size if strides is None else strides
+        self.strides = tuple(strides) if isinstance(strides, list | tuple) else (int(strides),) * self.rank
+        self.data_format = data_format or keras.config.image_data_format()
+
+    def _padding(self, spatial):
+        pads = []
+        for size, k, s in zip(spatial, self.pool_size, self.strides):
+            total = max((-(-size // s) - 1) * s + k - size, 0)
+            pads.append((total // 2, total - total // 2))
+        return [(0, 0), (0, 0), *pads] if self.data_format == "channels_first" else [(0, 0), *pads, (0, 0)]
+
+    def call(self, inputs):
+        first = self.data_format == "channels_first"
+        spatial = inputs.shape[2:] if first else inputs.shape[1:-1]
+        padding = self._padding(spatial)
+        ones = ops.ones((1, *inputs.shape[1:]), dtype=inputs.dtype)
+
+        def pool(x):
+            return ops.average_pool(ops.pad(x, padding), self.pool_size, self.strides, padding="valid", data_format=self.data_format)
+        return pool(inputs) / pool(ones)
+
+    def compute_output_shape(self, input_shape):
+        first = self.data_format == "channels_first"
+        spatial = input_shape[2:] if first else input_shape[1:-1]
+        out = tuple(None if n is None else -(-n // s) for n, s in zip(spatial, self.strides))
+        return (input_shape[0], input_shape[1], *out) if first else (input_shape[0], *out, input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides, "padding": "same",
+                "data_format": self.data_format}
+
+
+@register
+class AveragePooling1DSame(_AveragePoolingSame):
+    """tf.keras 2's AveragePooling1D(padding="same"), with TensorFlow's averages on every backend."""
+
+    rank = 1
+
+
+@register
+class AveragePooling2DSame(_AveragePoolingSame):
+    """tf.keras 2's AveragePooling2D(padding="same"), with TensorFlow's averages on every backend."""
+
+    rank = 2
+
+
+@register
+class AveragePooling3DSame(_AveragePoolingSame):
+    """tf.keras 2's AveragePooling3D(padding="same"), with TensorFlow's averages on every backend."""
+
+    rank = 3

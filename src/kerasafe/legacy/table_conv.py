@@ -10,7 +10,7 @@ Keras 3 class and are rebuilt by kerasafe's stand-in with the same weights.
 
 from __future__ import annotations
 
-from .rules import Rule
+from .rules import Replacement, Rule, keras_object
 
 _CONV = Rule(neutral={"conv_op": (None,)})
 _ONE_GROUP = Rule(neutral={"conv_op": (None,), "groups": (1,)})
@@ -20,15 +20,24 @@ _DEPTHWISE = Rule(neutral={"conv_op": (None,), "groups": (1,)}, checkpoint_names
 _SEPARABLE = Rule(neutral={"conv_op": (None,), "groups": (1,)}, ignored=("kernel_initializer", "kernel_regularizer", "kernel_constraint"))
 _POOL = Rule(neutral={"pool_function": (None,)})
 
+
+def _average_pooling(rank: int):
+    def rewrite(config: dict, name: str) -> dict | Replacement:
+        if str(config.get("padding", "valid")).lower() != "same":
+            return config
+        # Keras 3 on PyTorch counts the zeros of uneven "same" padding in the average: kerasafe's stand-in does not.
+        keep = ("name", "trainable", "dtype", "pool_size", "strides", "data_format")
+        return Replacement(keras_object(f"kerasafe>AveragePooling{rank}DSame", {k: v for k, v in config.items() if k in keep}))
+    return Rule(neutral={"pool_function": (None,)}, rewrite=rewrite)
+
 RULES = {
-    **{name: _CONV for name in ("Conv1D", "Conv2D", "Conv3D", "Convolution1D", "Convolution2D", "Convolution3D")},
-    **{name: _ONE_GROUP for name in ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose", "Convolution1DTranspose",
-                                      "Convolution2DTranspose", "Convolution3DTranspose")},
+    **{name: _CONV for name in ("Conv1D", "Conv2D", "Conv3D")},
+    **{name: _ONE_GROUP for name in ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")},
     "DepthwiseConv1D": _DEPTHWISE,
     "DepthwiseConv2D": _DEPTHWISE,
-    **{name: _SEPARABLE for name in ("SeparableConv1D", "SeparableConv2D", "SeparableConvolution1D", "SeparableConvolution2D")},
-    **{name: _POOL for name in ("MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
-                                "AveragePooling3D", "MaxPool1D", "MaxPool2D", "MaxPool3D", "AvgPool1D", "AvgPool2D", "AvgPool3D")},
+    **{name: _SEPARABLE for name in ("SeparableConv1D", "SeparableConv2D")},
+    **{name: _POOL for name in ("MaxPooling1D", "MaxPooling2D", "MaxPooling3D")},
+    **{f"AveragePooling{rank}D": _average_pooling(rank) for rank in (1, 2, 3)},
     "LocallyConnected1D": Rule(keras3_class="kerasafe>LocallyConnected1D"),
     "LocallyConnected2D": Rule(keras3_class="kerasafe>LocallyConnected2D"),
 }

@@ -38,6 +38,14 @@ def _dense_features(config: dict, name: str) -> dict:
                  "CategoryEncoding, or keras.utils.FeatureSpace) and load the other layers' weights by name")
 
 
+def _learns_on_every_call(class_name: str):
+    def rewrite(config: dict, name: str) -> dict:
+        raise refuse(name, class_name, "a vocabulary that learns from every call, prediction included (its outputs depend on "
+                     "all earlier calls)", "rebuild the input step with StringLookup and the vocabulary the layer had "
+                     "(its 'vocabulary' variable in the TensorFlow checkpoint), then load the other layers' weights by name")
+    return rewrite
+
+
 RULES = {
     # tf.keras 2.13+ wrote batch_input_shape; type_spec described a composite tensor input.
     "InputLayer": Rule(renames={"batch_input_shape": "batch_shape"}, neutral={"type_spec": (None,)}, rewrite=_input_layer),
@@ -59,6 +67,8 @@ RULES = {
     # sparse=True only made training produce sparse gradients; input_length was a shape hint.
     "Embedding": Rule(ignored=("sparse", "input_length")),
     "DenseFeatures": Rule(rewrite=_dense_features),
+    "DynamicLookup": Rule(rewrite=_learns_on_every_call("DynamicLookup")),
+    "DynamicEmbedding": Rule(rewrite=_learns_on_every_call("DynamicEmbedding")),
     "RandomFourierFeatures": Rule(keras3_class="kerasafe>RandomFourierFeatures"),
     "TFOpLambda": Rule(keras3_class="kerasafe>TFOp", rewrite=lambda config, name: _tf_op(config, name, "TFOpLambda")),
     "SlicingOpLambda": Rule(keras3_class="kerasafe>TFOp", rewrite=lambda config, name: _tf_op(config, name, "SlicingOpLambda")),

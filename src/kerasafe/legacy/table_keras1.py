@@ -5,7 +5,7 @@ KERAS1_CASES), and a real Keras 1.1.1 project's files load through it.
 
 Example:
     >>> keras1_to_keras2("Convolution2D", {"nb_filter": 8, "nb_row": 3, "nb_col": 5, "border_mode": "same"})
-    ('Conv2D', {'filters': 8, 'padding': 'same', 'kernel_size': [3, 5]})
+    ('Conv2D', {'padding': 'same', 'filters': 8, 'kernel_size': [3, 5]})
 """
 
 from __future__ import annotations

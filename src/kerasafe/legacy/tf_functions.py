@@ -71,7 +71,28 @@ def _slice(x, slice_spec, **_):
             index.append(Ellipsis)
         else:
             index.append(item)
+    if any(isinstance(i, slice) and (i.step or 1) < 0 for i in index):
+        return _reversed_slices(x, index)
     return x[tuple(index)]
+
+
+def _reversed_slices(x, index: list):
+    """``x[index]`` where a slice steps backwards, which PyTorch's tensors refuse: those axes gathered in NumPy's order."""
+    ops = _ops()
+    axis, forward = 0, []
+    for position, item in enumerate(index):
+        if item is Ellipsis:
+            skipped = len(x.shape) - sum(1 for i in index if i is not None and i is not Ellipsis)
+            forward.append(item)
+            axis += skipped
+            continue
+        if isinstance(item, slice) and (item.step or 1) < 0:
+            x = ops.take(x, ops.convert_to_tensor(np.arange(x.shape[axis])[item]), axis=axis)
+            forward.append(slice(None))
+        else:
+            forward.append(item)
+        axis += 0 if item is None else 1
+    return x[tuple(forward)]
 
 
 def _tf_slice(input_, begin, size, **_):
@@ -210,14 +231,14 @@ def _resize(images, size, method="bilinear", preserve_aspect_ratio=False, antial
 
 
 def _shape(input, out_type=None, **_):
-    """The input's shape: NumPy when every dimension is known (JAX, PyTorch, TensorFlow outside a graph).
+    """The input's shape: NumPy on JAX (where every dimension is known when the model runs), a tensor elsewhere.
 
     tf.keras models computed reshape targets from it (``[tf.shape(x)[0], -1]``); kept
     as NumPy, the arithmetic on it stays static, which JAX requires of a shape.
     """
     ops = _ops()
     dims = ops.shape(input)
-    if all(isinstance(d, int) for d in dims):
+    if _keras.backend_name() == "jax" and all(isinstance(d, int) for d in dims):
         return np.asarray(dims, dtype=out_type or "int32")
     return ops.stack([ops.cast(d, out_type or "int32") for d in dims])
 
@@ -225,7 +246,7 @@ def _shape(input, out_type=None, **_):
 def _size(input, out_type=None, **_):
     ops = _ops()
     dims = ops.shape(input)
-    if all(isinstance(d, int) for d in dims):
+    if _keras.backend_name() == "jax" and all(isinstance(d, int) for d in dims):
         return np.asarray(int(np.prod(dims)), dtype=out_type or "int32")
     return ops.cast(ops.size(input), out_type or "int32")
 

@@ -39,6 +39,17 @@ def old_order(layer) -> list:
     return list(layer.trainable_weights) + list(layer.non_trainable_weights)
 
 
+def keeps_old_weights_as_state(layer) -> bool:
+    """Whether old Keras kept arrays as weights for this class that Keras 3 keeps as state (Rule.state)."""
+    rule = table().get(type(layer).__name__)
+    return rule is not None and rule.state is not None
+
+
+def put_state(layer, names: list[str], values: list) -> None:
+    """Give old weights that Keras 3 keeps as state to ``layer`` (or check them against its configuration)."""
+    table()[type(layer).__name__].state(layer, names, [np.asarray(v) for v in values])
+
+
 def place(layer, names: list[str], values: list, *, keras1: bool = False, theano: bool = False) -> list[tuple]:
     """(variable, array) pairs for one layer's saved arrays, in the file's order; ValueError when they do not fit."""
     inner = getattr(layer, "layer", layer)  # TimeDistributed / Bidirectional hold the real layer
@@ -145,17 +156,22 @@ def load_h5_layers(model, group, *, by_name: bool = False, skip_mismatch: bool =
 
     keras1 = keras_version.split(".")[0] == "1"
     saved = [n for n in _names(group, "layer_names") if n in group and _names(group[n], "weight_names")]
+    # A layer old Keras gave weights that Keras 3 keeps as state counts where the file lists it by name.
+    holds = [layer for layer in model.layers if old_order(layer) or (keeps_old_weights_as_state(layer) and layer.name in saved)]
     if by_name:
-        by_layer = {layer.name: layer for layer in model.layers if layer.weights}
+        by_layer = {layer.name: layer for layer in holds}
         pairs = [(by_layer[name], name) for name in saved if name in by_layer]
     else:
-        layers = [layer for layer in model.layers if old_order(layer)]
+        layers = holds
         if len(saved) != len(layers):
             raise ValueError(f"the file has {len(saved)} layers with weights ({', '.join(saved[:4])}...), the model {len(layers)}")
         pairs = list(zip(layers, saved))
     skipped, assignments = [], []
     for layer, name in pairs:
         weight_names = _names(group[name], "weight_names")
+        if not old_order(layer):
+            put_state(layer, weight_names, [group[name][w][()] for w in weight_names])
+            continue
         try:
             assignments += place(layer, weight_names, [group[name][w][()] for w in weight_names], keras1=keras1, theano=theano)
         except ValueError as exc:
