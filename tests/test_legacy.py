@@ -555,7 +555,7 @@ print(float(np.abs(np.asarray(m.predict(ref["x"], verbose=0)) - ref["y"]).max())
 def test_a_second_tensor_passed_by_keyword_becomes_a_node_input():
     """tf.keras recorded ``z * tf.sigmoid(z)`` as multiply(z, y=<the sigmoid layer's output>)."""
     layer = {"class_name": "TFOpLambda", "config": {"name": "tf.math.multiply_1", "function": "math.multiply"},
-             "inbound_nodes": [[["tf.math.reduce_mean", 0, 0, {"y": ["tf.math.sigmoid", 0, 0], "name": None}]]]}
+             "inbound_nodes": [["tf.math.reduce_mean", 0, 0, {"y": ["tf.math.sigmoid", 0, 0], "name": None}]]}  # as tf_ops.json has it
     config = {"class_name": "Functional", "keras_version": "2.21.0", "config": {"name": "m", "layers": [layer]}}
     out = legacy.upgrade_model_config(config)["config"]["layers"][0]
     assert out["inbound_nodes"] == [[["tf.math.reduce_mean", 0, 0, {}], ["tf.math.sigmoid", 0, 0, {}]]]
