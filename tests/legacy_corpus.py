@@ -148,11 +148,13 @@ def _same_architecture(a, b) -> bool:
         return False
 
 
-def check_case(root: pathlib.Path, name: str, forms=None) -> dict[str, str]:
+def check_case(root: pathlib.Path, name: str, forms=None, convert_to: pathlib.Path | None = None) -> dict[str, str]:
     """{form: "ok" | "refused: ..." | what went wrong} for one case (forms: all it has by default).
 
     The JSON architecture is built once and every JSON-side weights file is loaded into
-    it in turn (ks.load(json, weights=w) is that build plus that load). Another form whose
+    it in turn (ks.load(json, weights=w) is that build plus that load). ``convert_to``: the
+    first model that reproduces is saved there as ``NAME.keras`` (what ``kerasafe convert``
+    writes: the same load, then ks.save). Another form whose
     model is the same computation (same config, same variables) is checked by putting
     its weights into the first model and predicting there: a model's outputs depend on
     nothing else, and one compiled prediction function then serves the whole case.
@@ -177,6 +179,8 @@ def check_case(root: pathlib.Path, name: str, forms=None) -> dict[str, str]:
                         mine.assign(theirs)
                     runner = first
                 results[form] = _compare(predict(runner, x), expected, tolerance)
+                if convert_to is not None and results[form] == "ok" and not (convert_to / f"{name}.keras").exists():
+                    ks.save(model, convert_to / f"{name}.keras")
                 first = first or model
         except errors.KerasafeError as exc:
             results[form] = f"refused: {type(exc).__name__}: {exc}"
@@ -196,10 +200,32 @@ def expected_result(name: str, result: str, backend: str | None = None) -> bool:
     return result.startswith(f"refused: {kind}") and all(w in result for w in words)
 
 
-if __name__ == "__main__":  # python legacy_corpus.py CORPUS_DIR [FORM,...] : one JSON line of results
+def plain_keras(root: pathlib.Path, converted: pathlib.Path) -> dict[str, str]:
+    """{case: result} for every converted ``.keras`` opened by plain ``keras.saving.load_model`` (kerasafe only imported)."""
+    import keras
+
+    import kerasafe  # noqa: F401 - registers the stand-in layers some converted files name
+
+    out = {}
+    for path in sorted(converted.glob("*.keras")):
+        reference = np.load(root / f"{path.stem}.npz")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = keras.saving.load_model(path)
+            out[path.stem] = _compare(predict(model, _inputs(reference)), _outputs(reference), TOLERANCE.get(path.stem, 1e-5))
+        except Exception as exc:  # noqa: BLE001 - reported per file
+            out[path.stem] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    return out
+
+
+if __name__ == "__main__":  # python legacy_corpus.py CORPUS_DIR [FORM,...] | --plain-keras CORPUS_DIR CONVERTED_DIR
     import os
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if sys.argv[1] == "--plain-keras":
+        print(json.dumps(plain_keras(pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3]))))
+        sys.exit(0)
     root = pathlib.Path(sys.argv[1])
     only = sys.argv[2].split(",") if len(sys.argv) > 2 else None
     out = {}

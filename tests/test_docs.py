@@ -10,7 +10,7 @@ MODULES = [
     "kerasafe", "kerasafe.errors", "kerasafe.storage", "kerasafe.manifest", "kerasafe.formats",
     "kerasafe.legacy", "kerasafe.legacy.to_keras2", "kerasafe.legacy.rules", "kerasafe.legacy.model_config",
     "kerasafe.legacy.table_keras1", "kerasafe.legacy.weights", "kerasafe.legacy.tf_functions", "kerasafe.legacy.stand_ins",
-    "kerasafe.legacy.tf_resize", "kerasafe.api", "kerasafe.inspection", "kerasafe.demo",
+    "kerasafe.legacy.tf_resize", "kerasafe.legacy.tf_shape_values", "kerasafe.api", "kerasafe.inspection", "kerasafe.demo",
     "kerasafe.checkpoint.store", "kerasafe.checkpoint.policy", "kerasafe.checkpoint.callback", "kerasafe.checkpoint.resume",
     "kerasafe.checkpoint.writer", "kerasafe.formats.keras_zip", "kerasafe.formats.tf_checkpoint", "kerasafe.legacy.upgrade",
     "kerasafe.legacy.tf_ops", "kerasafe.legacy.optimizers", "kerasafe._keras_direct", "kerasafe.formats._direct",

@@ -38,12 +38,103 @@ def test_the_corpus_has_every_public_tf_keras_layer_class():
     assert len(corpus.INDEX["enumerated"]) >= 130  # tf_keras 2.21 exports 132 layer names, experimental ones included
 
 
+class Child:
+    """A real child process running legacy_corpus.py in the background; ``result()`` waits for its JSON line.
+
+    The children (other backends, plain Keras) run while this process walks the corpus:
+    on two cores that halves the wall time of this module.
+    """
+
+    def __init__(self, args: list[str], backend: str | None = None):
+        import os
+        import subprocess
+        import sys
+
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+        if backend:
+            env["KERAS_BACKEND"] = backend
+        self.proc = subprocess.Popen([sys.executable, str(TESTS / "legacy_corpus.py"), *args], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def result(self, timeout=1500) -> dict:
+        out, err = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, err[-4000:]
+        return json.loads(out.strip().splitlines()[-1])
+
+
+OTHER_BACKENDS = [b for b in ("tensorflow", "torch") if importlib.util.find_spec(b) is not None]
+ONE_FORM_PER_CASE = "h5,savedmodel,json+ckpt,json+-weights.h5"  # the first of these each case has
+
+
+@pytest.fixture(scope="module")
+def other_backends(corpus_dir):
+    return {backend: Child([str(corpus_dir), ONE_FORM_PER_CASE], backend) for backend in OTHER_BACKENDS}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _start_other_backends_first(request):
+    """The other backends' children start before the corpus walk here, when their tests are to run at all."""
+    if any("test_every_case_on_the_other_backends" in item.nodeid for item in request.session.items):
+        request.getfixturevalue("other_backends")
+
+
+@pytest.fixture(scope="module")
+def walked(corpus_dir):
+    """Every case in every form, once; each reproducing model also converted to ``converted/NAME.keras``,
+    which a child then opens with plain Keras."""
+    converted = corpus_dir.parent / "converted"
+    converted.mkdir(exist_ok=True)
+    results = {name: corpus.check_case(corpus_dir, name, convert_to=converted) for name in sorted(corpus.CASES)}
+    # Opened by plain Keras on TensorFlow where installed (fastest to load eagerly; a file written on JAX
+    # opening on another backend is checked on the way), else on this backend.
+    return results, converted, Child(["--plain-keras", str(corpus_dir), str(converted)], "tensorflow" if "tensorflow" in OTHER_BACKENDS else None)
+
+
 @pytest.mark.parametrize("name", sorted(corpus.CASES))
-def test_case_loads_and_predicts_as_tf_keras_did_in_every_form(corpus_dir, name):
-    results = corpus.check_case(corpus_dir, name)
+def test_case_loads_and_predicts_as_tf_keras_did_in_every_form(walked, name):
+    results = walked[0][name]
     RESULTS[name] = results
     wrong = {form: result for form, result in results.items() if not corpus.expected_result(name, result)}
     assert results and not wrong, wrong
+
+
+def test_every_converted_model_opens_in_plain_keras_and_predicts_the_same(walked, corpus_dir):
+    """What convert/upgrade write (.keras) opens with keras.saving.load_model after `import kerasafe`, in a fresh process."""
+    results, converted, plain_keras = walked
+    expected = sorted(name for name, r in results.items() if name not in corpus.REFUSED and "ok" in r.values())
+    assert sorted(p.stem for p in converted.glob("*.keras")) == expected
+    opened = plain_keras.result()
+    backend = "tensorflow" if "tensorflow" in OTHER_BACKENDS else None
+    wrong = {name: r for name, r in opened.items() if r != "ok" and (backend, name) not in corpus.BACKEND_ISSUES}
+    assert len(opened) == len(expected) and not wrong, wrong
+
+
+def test_kerasafe_upgrade_converts_every_kind_tf_keras_wrote(corpus_dir, tmp_path):
+    """One folder with a case of every form and of every kerasafe stand-in: each model found becomes NAME.keras."""
+    import shutil
+
+    from conftest import run_cli
+
+    names = ["LSTM_time_major", "LocallyConnected2D_impl3", "Resizing_bicubic", "tf_ops_03", "BatchNormalization_4d"]
+    sources = {"LSTM_time_major": ".h5", "LocallyConnected2D_impl3": ".savedmodel", "Resizing_bicubic": ".json",
+               "tf_ops_03": ".yaml", "BatchNormalization_4d": ".json"}
+    weights = {"Resizing_bicubic": "-weights.h5", "tf_ops_03": "-weights.h5", "BatchNormalization_4d": ".weights.h5"}
+    for name in names:
+        source = corpus_dir / f"{name}{sources[name]}"
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, tmp_path / source.name)
+        if name in weights:
+            shutil.copy(corpus_dir / f"{name}{weights[name]}", tmp_path / f"{name}{weights[name]}")
+    proc = run_cli("upgrade", tmp_path, "--json")
+    report = {json.loads(proc.stdout)[i]["source"].split("/")[-1]: r for i, r in enumerate(json.loads(proc.stdout))}
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    converted = {pathlib_name(r["target"]) for r in report.values() if r["result"] == "converted"}
+    assert converted == {f"{n}.keras" for n in names}, report
+    opened = json.loads(run_python([str(TESTS / "legacy_corpus.py"), "--plain-keras", str(corpus_dir), str(tmp_path)]).stdout.splitlines()[-1])
+    assert opened == {n: "ok" for n in names}
+
+
+def pathlib_name(path: str) -> str:
+    return path.replace("\\", "/").split("/")[-1]
 
 
 def test_a_lambda_layer_loads_when_trusted_and_predicts_as_tf_keras_did(corpus_dir):
@@ -90,13 +181,10 @@ def test_optimizer_state_comes_back_from_h5_and_savedmodel(corpus_dir, name):
     assert restored == pytest.approx(slots, rel=1e-6)
 
 
-OTHER_BACKENDS = [b for b in ("tensorflow", "torch") if importlib.util.find_spec(b) is not None]
-
-
 @pytest.mark.backend
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["tensorflow", "torch"])
-def test_every_case_on_the_other_backends(corpus_dir, backend):
+def test_every_case_on_the_other_backends(other_backends, walked, backend):
     """One full-model form of every case (h5, else the SavedModel, else JSON + checkpoint) on TensorFlow and PyTorch.
 
     Where each array goes is decided in NumPy, the same on every backend, and checked
@@ -104,9 +192,7 @@ def test_every_case_on_the_other_backends(corpus_dir, backend):
     """
     if backend not in OTHER_BACKENDS:
         pytest.skip(f"the {backend} backend is not installed (pip install 'kerasafe[{backend}]')")
-    proc = run_python([str(TESTS / "legacy_corpus.py"), str(corpus_dir), "h5,savedmodel,json+ckpt,json+-weights.h5"],
-                      backend=backend, timeout=1500)
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    report = other_backends[backend].result()
     assert report["backend"] == backend
     for name, results in report["results"].items():
         RESULTS.setdefault(f"{name} [{backend}]", {}).update({f"{form} [{backend}]": r for form, r in results.items()})

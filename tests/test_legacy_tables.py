@@ -226,3 +226,79 @@ def test_keras_2_3_texts_of_the_same_models_predict_as_tf_keras_did(corpus_dir, 
     reference = np.load(corpus_dir / f"{name}.npz")
     ours = corpus.predict(model, corpus._inputs(reference))
     assert corpus._compare(ours, corpus._outputs(reference), 1e-5) == "ok"
+
+
+# --- TensorFlow functions (TFOpLambda layers) ---------------------------------------------------------------
+
+# TensorFlow's names for what Keras 3's ops call otherwise (the rest share the name).
+TF_NAMES_FOR_KERAS_OPS = {
+    "reduce_sum": "sum", "reduce_mean": "mean", "reduce_max": "max", "reduce_min": "min", "reduce_prod": "prod",
+    "reduce_std": "std", "reduce_variance": "var", "reduce_logsumexp": "logsumexp", "reduce_any": "any", "reduce_all": "all",
+    "concat": "concatenate", "pow": "power", "truediv": "true_divide", "floordiv": "floor_divide", "floormod": "mod",
+    "clip_by_value": "clip", "acos": "arccos", "asin": "arcsin", "atan": "arctan", "atan2": "arctan2", "acosh": "arccosh",
+    "asinh": "arcsinh", "atanh": "arctanh", "is_nan": "isnan", "is_inf": "isinf", "is_finite": "isfinite", "gather": "take",
+    "reverse": "flip", "l2_normalize": "normalize", "avg_pool": "average_pool", "avg_pool1d": "average_pool",
+    "avg_pool2d": "average_pool", "avg_pool3d": "average_pool", "max_pool1d": "max_pool", "max_pool2d": "max_pool",
+    "max_pool3d": "max_pool", "conv1d": "conv", "conv2d": "conv", "conv3d": "conv", "convolution": "conv",
+    "depthwise_conv2d": "depthwise_conv", "separable_conv2d": "separable_conv", "conv1d_transpose": "conv_transpose",
+    "conv2d_transpose": "conv_transpose", "conv3d_transpose": "conv_transpose", "diag_part": "diagonal", "fill": "full",
+    "squared_difference": "square", "divide_no_nan": "divide", "xlogy": "log",
+}
+# Functions in the table that tf.keras 2.21 records under another name when called (the name its call reaches).
+RECORDED_AS = {
+    "math.divide": "math.truediv", "math.floordiv": "compat.v1.floor_div", "norm": "compat.v1.norm",
+    "transpose": "compat.v1.transpose", "squeeze": "compat.v1.squeeze", "gather": "compat.v1.gather", "pad": "compat.v1.pad",
+    "shape": "compat.v1.shape", "size": "compat.v1.size", "nn.conv2d": "compat.v1.nn.conv2d", "nn.conv1d": "compat.v1.nn.conv1d",
+    "nn.depthwise_conv2d": "compat.v1.nn.depthwise_conv2d", "math.in_top_k": "compat.v1.math.in_top_k",
+    "nn.sigmoid_cross_entropy_with_logits": "compat.v1.nn.sigmoid_cross_entropy_with_logits",
+    "nn.separable_conv2d": "compat.v1.nn.separable_conv2d", "nn.conv_transpose": "nn.conv2d_transpose",
+    "math.softsign": "nn.softsign", "nn.max_pool": "nn.max_pool2d", "conv": "nn.convolution",
+    # made of other recorded ops when called on a model's tensors (never one layer of their own)
+    "nn.batch_normalization": "math.multiply", "linalg.logdet": "linalg.cholesky",
+    "math.logical_xor": "math.logical_and",
+    "linalg.eye": "eye",
+}
+
+
+def test_every_tensorflow_function_with_a_keras3_op_is_rebuilt_or_named():
+    """Every public function of tf, tf.math, tf.nn, tf.linalg and tf.image whose name (or TensorFlow's name for it)
+    is a Keras 3 op is in the table of rebuilt functions, or in NO_KERAS3_EQUIVALENT with the reason (README)."""
+    import keras
+
+    from kerasafe.legacy.tf_functions import NO_KERAS3_EQUIVALENT, OPS
+
+    keras_ops = {n for n in dir(keras.ops) if not n.startswith("_")}
+    candidates = {canonical for public, canonical in corpus.INDEX["tf_function_names"].items()
+                  if TF_NAMES_FOR_KERAS_OPS.get(public.split(".")[-1], public.split(".")[-1]) in keras_ops}
+    assert len(candidates) > 150
+    missing = sorted(c for c in candidates if c not in OPS and c not in NO_KERAS3_EQUIVALENT)
+    assert not missing, f"TensorFlow functions with a Keras 3 op that kerasafe neither rebuilds nor names: {missing}"
+    assert not set(OPS) & set(NO_KERAS3_EQUIVALENT)
+
+
+def test_every_rebuilt_tensorflow_function_is_in_the_corpus():
+    """Each table entry is checked against tf.keras's own predictions: recorded in a corpus case, or by the name its call reaches."""
+    from kerasafe.legacy.tf_functions import OPS
+
+    recorded = {f for case in corpus.CASES.values() for f in case["tf_functions"]}
+    unexercised = sorted(name for name in OPS if name not in recorded and RECORDED_AS.get(name) not in recorded)
+    assert not unexercised, unexercised
+    assert recorded - {"_CONSTANT_VALUE"} <= set(OPS) | {"einsum"}, recorded - set(OPS)
+
+
+@pytest.mark.parametrize("name", sorted(__import__("kerasafe.legacy.tf_functions", fromlist=["x"]).NO_KERAS3_EQUIVALENT))
+def test_a_tensorflow_function_without_keras3_equivalent_is_refused_by_name(name, tmp_path):
+    from kerasafe.legacy.tf_functions import NO_KERAS3_EQUIVALENT
+
+    import kerasafe as ks
+
+    config = {"class_name": "Functional", "keras_version": "2.21.0", "config": {"name": "m", "layers": [
+        {"class_name": "InputLayer", "name": "x", "config": {"name": "x", "batch_input_shape": [None, 3], "dtype": "float32"},
+         "inbound_nodes": []},
+        {"class_name": "TFOpLambda", "name": f"tf.{name}", "config": {"name": f"tf.{name}", "function": name, "dtype": "float32"},
+         "inbound_nodes": [["x", 0, 0, {}]]}], "input_layers": [["x", 0, 0]], "output_layers": [[f"tf.{name}", 0, 0]]}}
+    (tmp_path / "m.json").write_text(json.dumps(config))
+    with pytest.raises(errors.UnsupportedOperationError) as info:
+        ks.load(tmp_path / "m.json")
+    assert f"TensorFlow function '{name}'" in str(info.value) and f"'tf.{name}'" in str(info.value)
+    assert NO_KERAS3_EQUIVALENT[name][:40] in str(info.value)

@@ -398,9 +398,8 @@ class MultiAxisBatchNormalization(keras.layers.Layer):
 class _AveragePoolingSame(keras.layers.Layer):
     """tf.keras 2's AveragePooling with ``padding="same"``: each window averages only the input it covers.
 
-    Keras 3 on PyTorch pads unevenly padded windows with zeros and counts them; here the
-    zero-padded input's window sums are divided by the padded ones' (the number of real
-    elements), which is TensorFlow's arithmetic on every backend.
+    Keras 3 on PyTorch pads unevenly padded windows with zeros and counts them
+    (tf_functions.average_pool_same computes TensorFlow's averages on every backend).
     """
 
     rank = 0
@@ -412,22 +411,10 @@ class _AveragePoolingSame(keras.layers.Layer):
         self.strides = tuple(strides) if isinstance(strides, list | tuple) else (int(strides),) * self.rank
         self.data_format = data_format or keras.config.image_data_format()
 
-    def _padding(self, spatial):
-        pads = []
-        for size, k, s in zip(spatial, self.pool_size, self.strides):
-            total = max((-(-size // s) - 1) * s + k - size, 0)
-            pads.append((total // 2, total - total // 2))
-        return [(0, 0), (0, 0), *pads] if self.data_format == "channels_first" else [(0, 0), *pads, (0, 0)]
-
     def call(self, inputs):
-        first = self.data_format == "channels_first"
-        spatial = inputs.shape[2:] if first else inputs.shape[1:-1]
-        padding = self._padding(spatial)
-        ones = ops.ones((1, *inputs.shape[1:]), dtype=inputs.dtype)
+        from .tf_functions import average_pool_same
 
-        def pool(x):
-            return ops.average_pool(ops.pad(x, padding), self.pool_size, self.strides, padding="valid", data_format=self.data_format)
-        return pool(inputs) / pool(ones)
+        return average_pool_same(inputs, self.pool_size, self.strides, self.data_format)
 
     def compute_output_shape(self, input_shape):
         first = self.data_format == "channels_first"

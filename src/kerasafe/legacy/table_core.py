@@ -79,9 +79,11 @@ RULES = {
 
 
 def _tf_op(config: dict, name: str, class_name: str) -> dict:
-    from .tf_functions import OPS
+    from .tf_functions import NO_KERAS3_EQUIVALENT, OPS
 
-    if config.get("function") not in OPS:
-        raise refuse(name, class_name, f"TensorFlow function '{config.get('function')}'",
+    function = config.get("function")
+    if function not in OPS:
+        why = f" ({NO_KERAS3_EQUIVALENT[function]})" if function in NO_KERAS3_EQUIVALENT else ""
+        raise refuse(name, class_name, f"TensorFlow function '{function}'{why}",
                      "rebuild that part of the model with Keras 3 ops (keras.ops) and load the weights by name")
     return config

@@ -179,8 +179,32 @@ def _pool(kind, rank):
             raise ValueError(f"tf.nn pooling in {data_format} has no Keras 3 equivalent here")
         size = ksize if isinstance(ksize, int) else tuple(ksize[1:-1]) if len(ksize) == rank + 2 else tuple(ksize)
         step = strides if isinstance(strides, int) else tuple(strides[1:-1]) if len(strides) == rank + 2 else tuple(strides)
+        if kind == "average" and padding.upper() == "SAME":
+            return average_pool_same(input, (size,) * rank if isinstance(size, int) else size,
+                                     (step,) * rank if isinstance(step, int) else step, "channels_last")
         return getattr(_ops(), f"{kind}_pool")(input, size, step, padding=padding.lower(), data_format="channels_last")
     return pool
+
+
+def average_pool_same(inputs, pool_size: tuple, strides: tuple, data_format: str):
+    """TensorFlow's "same" average pooling, where a window averages only the input it covers.
+
+    Keras 3 on PyTorch pads uneven windows with zeros and counts them; dividing the zero-padded
+    input's window averages by the padded ones' gives TensorFlow's numbers on every backend.
+    """
+    ops = _ops()
+    first = data_format == "channels_first"
+    spatial = inputs.shape[2:] if first else inputs.shape[1:-1]
+    pads = []
+    for size, k, s in zip(spatial, pool_size, strides):
+        total = max((-(-size // s) - 1) * s + k - size, 0)
+        pads.append((total // 2, total - total // 2))
+    padding = [(0, 0), (0, 0), *pads] if first else [(0, 0), *pads, (0, 0)]
+    ones = ops.ones((1, *inputs.shape[1:]), dtype=inputs.dtype)
+
+    def pool(x):
+        return ops.average_pool(ops.pad(x, padding), pool_size, strides, padding="valid", data_format=data_format)
+    return pool(inputs) / pool(ones)
 
 
 def _spatial(value, rank):
@@ -267,6 +291,124 @@ def _like(kind):
     return like
 
 
+
+
+def _lstsq(matrix, rhs, l2_regularizer):
+    """tf.linalg.lstsq's default (fast) path: the regularized normal equations, solved."""
+    ops = _ops()
+    gram = ops.matmul(ops.swapaxes(matrix, -1, -2), matrix)
+    if l2_regularizer:
+        gram = gram + l2_regularizer * ops.eye(gram.shape[-1], dtype=gram.dtype)
+    return ops.solve(gram, ops.matmul(ops.swapaxes(matrix, -1, -2), rhs))
+
+
+def _rank_of(x) -> int:
+    return len(x.shape) - 2
+
+
+def _conv_nd(input, filters, strides=None, padding="VALID", data_format=None, dilations=None, **_):
+    return _conv(_rank_of(input))(input=input, filters=filters, strides=strides, padding=padding, data_format=data_format,
+                                   dilations=dilations)
+
+
+def _pool_nd(kind):
+    def pool(input, ksize, strides, padding, data_format=None, **_):
+        return _pool(kind, _rank_of(input))(input, ksize, strides, padding, data_format)
+    return pool
+
+
+def _conv_transpose(input, filters, output_shape, strides, padding="SAME", data_format=None, dilations=None, **_):
+    if data_format not in (None, "NWC", "NHWC", "NDHWC"):
+        raise ValueError(f"tf.nn.conv_transpose in {data_format} has no Keras 3 equivalent here")
+    ops, rank = _ops(), _rank_of(input)
+    kernel = filters if hasattr(filters, "shape") else np.asarray(filters, "float32")
+    out = ops.conv_transpose(input, kernel, strides=_spatial(strides, rank), padding=padding.lower(),
+                             data_format="channels_last", dilation_rate=_spatial(dilations, rank))
+    wanted = [int(d) for d in list(output_shape)[1:-1] if isinstance(d, int | np.integer)]
+    if len(wanted) == rank and tuple(out.shape[1:-1]) != tuple(wanted):
+        raise ValueError(f"tf.nn.conv_transpose to output_shape {list(output_shape)} (not the size its padding gives) "
+                         "has no Keras 3 equivalent here")
+    return out
+
+
+def _separable_conv2d(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None, rate=None, **_):
+    if data_format not in (None, "NHWC"):
+        raise ValueError(f"tf.nn.separable_conv2d in {data_format} has no Keras 3 equivalent here")
+    depthwise = depthwise_filter if hasattr(depthwise_filter, "shape") else np.asarray(depthwise_filter, "float32")
+    pointwise = pointwise_filter if hasattr(pointwise_filter, "shape") else np.asarray(pointwise_filter, "float32")
+    return _ops().separable_conv(input, depthwise, pointwise, strides=_spatial(strides, 2), padding=padding.lower(),
+                                 data_format="channels_last", dilation_rate=_spatial(rate or dilations, 2))
+
+
+def _batch_normalization(x, mean, variance, offset, scale, variance_epsilon, **_):
+    ops = _ops()
+    inverse = ops.rsqrt(variance + variance_epsilon)
+    if scale is not None:
+        inverse = inverse * scale
+    return x * inverse + ((offset if offset is not None else 0.0) - mean * inverse)
+
+
+def _searchsorted(sorted_sequence, values, side="left", out_type="int32", **_):
+    """TensorFlow's searchsorted works row by row on the innermost axis (Keras 3's on one 1-D sequence)."""
+    ops = _ops()
+    before = ops.less if side == "left" else ops.less_equal
+    counts = ops.sum(ops.cast(before(ops.expand_dims(sorted_sequence, -2), ops.expand_dims(values, -1)), "int32"), axis=-1)
+    return ops.cast(counts, out_type or "int32")
+
+
+def _psnr(a, b, max_val, **_):
+    """tf.image.psnr: per image (over its last three axes), as TensorFlow computed it."""
+    ops = _ops()
+    mse = ops.mean(ops.square(ops.cast(a, "float32") - ops.cast(b, "float32")), axis=(-3, -2, -1))
+    return 20.0 * ops.log(ops.cast(max_val, "float32")) / np.log(10.0) - (10.0 / np.log(10.0)) * ops.log(mse)
+
+
+def _ctc_loss(labels, logits, label_length, logit_length, logits_time_major=True, unique=None, blank_index=None, **_):
+    if unique is not None or blank_index not in (None, 0):
+        raise ValueError("tf.nn.ctc_loss with unique= or a blank_index other than 0 has no Keras 3 equivalent here")
+    ops = _ops()
+    if logits_time_major:
+        logits = ops.transpose(logits, (1, 0, 2))
+    return ops.ctc_loss(labels, logits, label_length, logit_length, mask_index=0)
+
+
+def _normalize(tensor, ord="euclidean", axis=None, **_):
+    norm = _norm(tensor, ord=ord, axis=axis, keepdims=True)
+    return tensor / norm, norm
+
+
+def _eye(num_rows, num_columns=None, batch_shape=None, dtype="float32", **_):
+    ops = _ops()
+    matrix = ops.eye(int(num_rows), None if num_columns is None else int(num_columns), dtype=dtype or "float32")
+    return ops.broadcast_to(matrix, (*[int(d) for d in batch_shape], *matrix.shape)) if batch_shape is not None else matrix
+
+
+def _filled(kind):
+    def filled(shape, dtype="float32", **_):
+        return getattr(_ops(), kind)([int(d) for d in shape], dtype=dtype or "float32")
+    return filled
+
+
+def _complex_part(x, part: str):
+    """angle/conj/imag as TensorFlow gives them, for real tensors too (which some backends' ops refuse)."""
+    ops = _ops()
+    if "complex" in str(x.dtype):
+        return getattr(ops, part)(x)
+    if part == "conj":
+        return x
+    if part == "imag":
+        return ops.zeros_like(x)
+    return ops.where(ops.less(x, 0), np.float32(np.pi), np.float32(0.0))  # angle of a real number
+
+
+def _bias_add(value, bias, data_format):
+    ops = _ops()
+    bias = ops.convert_to_tensor(bias, dtype=value.dtype)
+    if data_format in (None, "NHWC", "NWC", "NDHWC", "N...C"):
+        return value + bias
+    return value + ops.reshape(bias, (-1,) + (1,) * (len(value.shape) - 2))
+
+
 # tf function name (as recorded) -> how to compute it with Keras 3 ops.
 OPS = {
     # operators (x + y, x[...]) and elementwise arithmetic
@@ -351,18 +493,46 @@ OPS = {
     "nn.depth_to_space": _block("depth_to_space"), "nn.space_to_depth": _block("space_to_depth"),
     "compat.v1.nn.sigmoid_cross_entropy_with_logits": _sigmoid_cross_entropy, "nn.sigmoid_cross_entropy_with_logits": _sigmoid_cross_entropy,
     "image.resize": _resize,
+    "conv": _conv_nd, "nn.convolution": _conv_nd, "nn.conv3d": _conv(3),
+    "nn.avg_pool": _pool_nd("average"), "nn.max_pool": _pool_nd("max"),
+    "nn.conv1d_transpose": _conv_transpose, "nn.conv2d_transpose": _conv_transpose, "nn.conv3d_transpose": _conv_transpose,
+    "nn.conv_transpose": _conv_transpose, "nn.separable_conv2d": _separable_conv2d,
+    "compat.v1.nn.separable_conv2d": _separable_conv2d,
+    "fill": lambda dims, value, **_: _ops().full([int(d) for d in dims], value, dtype="int32" if isinstance(value, int) else None), "nn.batch_normalization": _batch_normalization,
+    "nn.ctc_loss": _ctc_loss,
+    # images
+    "image.rot90": lambda image, k=1, **_: _ops().rot90(image, k=k, axes=(len(image.shape) - 3, len(image.shape) - 2)),
+    "image.transpose": lambda image, **_: _ops().swapaxes(image, -3, -2), "image.psnr": _psnr,
+    # more elementwise and linear algebra
+    "dtypes.saturate_cast": lambda value, dtype, **_: _ops().saturate_cast(value, dtype),
+    "math.angle": lambda input, **_: _complex_part(input, "angle"), "math.conj": lambda x, **_: _complex_part(x, "conj"),
+    "math.imag": lambda input, **_: _complex_part(input, "imag"), "math.nextafter": lambda x1, x2, **_: _ops().nextafter(x1, x2),
+    "searchsorted": _searchsorted,
+    "unravel_index": lambda indices, dims, **_: _ops().stack(_ops().unravel_index(indices, tuple(int(d) for d in dims)), axis=0),
+    "linalg.logdet": lambda matrix, **_: _ops().logdet(matrix),
+    "linalg.lstsq": lambda matrix, rhs, l2_regularizer=0.0, **_: _lstsq(matrix, rhs, l2_regularizer),
+    "linalg.pinv": lambda a, rcond=None, **_: _ops().pinv(a, rcond=rcond) if rcond is not None else _ops().pinv(a),
+    "linalg.matrix_rank": lambda a, tol=None, **_: _ops().matrix_rank(a, tol=tol),
+    "linalg.normalize": _normalize,
+    # made from the model's shapes (tf.ones(tf.shape(x)), tf.eye(n, batch_shape=...))
+    "ones": _filled("ones"), "zeros": _filled("zeros"), "eye": _eye, "linalg.eye": _eye,
+    "linspace": lambda start, stop, num, axis=0, **_: _ops().linspace(start, stop, int(num), axis=axis),
 }
 
 
-def _bias_add(value, bias, data_format):
-    ops = _ops()
-    bias = ops.convert_to_tensor(bias, dtype=value.dtype)
-    if data_format in (None, "NHWC", "NWC", "NDHWC", "N...C"):
-        return value + bias
-    return value + ops.reshape(bias, (-1,) + (1,) * (len(value.shape) - 2))
-
-
+_PYTHON_FUNCTION = "it takes a Python function, which no config can hold (tf.keras could not save it as a layer)"
+_VALUE_SIZED = "its output's size depends on the values, which Keras 3 needs fixed before any value exists (on JAX)"
+_UP_TO_SIGN = "its vectors are fixed only up to sign, which each backend's LAPACK chooses its own way"
 # TensorFlow functions named like a Keras 3 op that a rebuilt model cannot hold, and why (README lists them).
 NO_KERAS3_EQUIVALENT = {
     "einsum": "tf.keras recorded only the equation, not the tensors (tf.keras itself cannot reload such a file)",
+    "meshgrid": "tf.keras recorded none of its tensors (they are variadic; tf.keras itself cannot reload such a file)",
+    "cond": _PYTHON_FUNCTION, "scan": _PYTHON_FUNCTION, "while_loop": _PYTHON_FUNCTION, "vectorized_map": _PYTHON_FUNCTION,
+    "custom_gradient": _PYTHON_FUNCTION,
+    "is_tensor": "it answers a Python bool about its argument, not a tensor a layer could give",
+    "linalg.slogdet": "tf.keras refused to record it as a layer (it returns a tuple of two tensors)",
+    "nn.moments": "never a layer of its own: tf.keras recorded the ops it is made of (rebuilt one by one)",
+    "math.bincount": _VALUE_SIZED, "unique": _VALUE_SIZED, "math.segment_sum": _VALUE_SIZED, "math.segment_max": _VALUE_SIZED,
+    "math.segment_min": _VALUE_SIZED, "math.segment_prod": _VALUE_SIZED,
+    "linalg.eig": _UP_TO_SIGN, "linalg.eigh": _UP_TO_SIGN, "linalg.qr": _UP_TO_SIGN, "linalg.svd": _UP_TO_SIGN,
 }

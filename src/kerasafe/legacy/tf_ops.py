@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _keras
+from . import tf_shape_values
 from .rules import refuse
 from .tf_functions import OPS
 
@@ -106,32 +107,6 @@ def _unmark(value, tensors):
     return value
 
 
-def _shape_from_values(layer, inputs):
-    """(shape, dtype) of a reshape/broadcast_to whose target holds tensors: those dimensions unknown, or None.
-
-    Keras infers a layer's output before any value exists; a target such as
-    ``[tf.shape(x)[0], -1]`` is known only when the model runs (JAX keeps it static
-    then: tf_functions._shape).
-    """
-    if layer.function not in ("reshape", "broadcast_to") or layer.first_inputs is None:
-        return None
-    first = inputs[0] if isinstance(inputs, list | tuple) else inputs
-    target = layer.arguments.get("shape")
-    if not isinstance(target, list):
-        return None
-    dims = [d if isinstance(d, int) else None for d in target]
-    known = [d for d in first.shape]
-    if layer.function == "reshape" and dims.count(-1) == 1:
-        rest = [d for d in dims if d != -1]
-        if None not in known and None not in rest:
-            import math
-
-            dims[dims.index(-1)] = math.prod(known) // max(1, math.prod(rest))
-        else:
-            dims[dims.index(-1)] = None
-    return tuple(dims), first.dtype
-
-
 _CLASS = []  # the class, once built (with Keras's first import: _keras.keras registers it)
 
 
@@ -197,14 +172,27 @@ def register(keras) -> None:
                 return self.call(*args, **kwargs)
             return super().__call__(*args, **kwargs)
 
+        def _split_inputs(self, inputs):
+            """(the function's first argument, the tensors marked in its other arguments) of a call's inputs."""
+            if self.first_inputs is None or self.tensor_arguments:
+                return inputs, []
+            parts = list(inputs) if isinstance(inputs, list | tuple) else [inputs]
+            if self.first_inputs < 0:
+                return None, parts
+            count = max(self.first_inputs, 1)
+            return (parts[:count] if self.first_inputs else parts[0]), parts[count:]
+
         def compute_output_spec(self, *args, **kwargs):
-            try:
-                return super().compute_output_spec(*args, **kwargs)
-            except Exception:  # noqa: BLE001 - a shape made from values (tf.shape(x)[0]) is unknown until called
-                spec = _shape_from_values(self, args[0] if args else kwargs.get("inputs"))
-                if spec is None:
-                    raise
-                return keras.KerasTensor(spec[0], dtype=spec[1])
+            # Shape arithmetic (tf.shape(x)[0] into a reshape) is followed on the known dimensions: on JAX
+            # a shape must be known before any value exists (tf_shape_values).
+            first, marked = self._split_inputs(args[0] if args else kwargs.get("inputs"))
+            static = tf_shape_values.static_spec(self.function, first, marked, self.arguments, INPUT_MARK)
+            if static is not None:
+                spec = keras.KerasTensor(static[0], dtype=static[1])
+                if static[2] is not tf_shape_values.unknown():
+                    setattr(spec, tf_shape_values.ATTRIBUTE, static[2])
+                return spec
+            return super().compute_output_spec(*args, **kwargs)
 
         def get_config(self):
             config = {**super().get_config(), "function": self.function, "arguments": self.arguments}
