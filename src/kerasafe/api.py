@@ -106,22 +106,12 @@ def load(path, *, weights=None, compile=True, safe_mode=True, custom_objects=Non
         8
     """
     p, fmt = formats.locate(path, "a saved model")
-    if weights is not None and fmt.holds == ARCHITECTURE:
-        from . import _keras_direct
-
-        # The weights file fills every variable: the architecture is built without running initializers.
-        with _keras_direct.variables_filled_by_loading() as built:
-            model, manifest = fmt.read(p, compile=compile, safe_mode=safe_mode, custom_objects=custom_objects)
-            built()
-            weights_manifest = _load_weights_into(model, weights, by_name=False, skip_mismatch=False)
+    model, manifest = fmt.read(p, compile=compile, safe_mode=safe_mode, custom_objects=custom_objects)
+    if weights is not None:
+        weights_manifest = _load_weights_into(model, weights, by_name=False, skip_mismatch=False)
         manifest = manifest or weights_manifest
-    else:
-        model, manifest = fmt.read(p, compile=compile, safe_mode=safe_mode, custom_objects=custom_objects)
-        if weights is not None:
-            weights_manifest = _load_weights_into(model, weights, by_name=False, skip_mismatch=False)
-            manifest = manifest or weights_manifest
-        elif fmt.holds == ARCHITECTURE:
-            warnings.warn(f"{p}: architecture only; the model has freshly initialised weights (pass weights=...)", stacklevel=2)
+    elif fmt.holds == ARCHITECTURE:
+        warnings.warn(f"{p}: architecture only; the model has freshly initialised weights (pass weights=...)", stacklevel=2)
     return manifest_mod.attach(model, manifest_mod.ModelInfo.from_manifest(manifest, path=p, format=fmt.name))
 
 
