@@ -302,3 +302,83 @@ def test_a_tensorflow_function_without_keras3_equivalent_is_refused_by_name(name
         ks.load(tmp_path / "m.json")
     assert f"TensorFlow function '{name}'" in str(info.value) and f"'tf.{name}'" in str(info.value)
     assert NO_KERAS3_EQUIVALENT[name][:40] in str(info.value)
+
+
+# --- Keras 1: the same models with Keras 1's names --------------------------------------------------------
+
+# Classes Keras 1.2 had under these names (the others kept theirs), and the arguments it named otherwise:
+# table_keras1's renames read backwards, so the texts here say what Keras 1 wrote.
+KERAS_1_CLASSES = {"Conv1D": "Convolution1D", "Conv2D": "Convolution2D", "Conv3D": "Convolution3D"}
+KERAS_1_HAD = {"Dense", "Activation", "Dropout", "Flatten", "Reshape", "Permute", "RepeatVector", "Masking", "Convolution1D",
+               "Convolution2D", "Convolution3D", "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D",
+               "AveragePooling2D", "AveragePooling3D", "GlobalMaxPooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling2D",
+               "GlobalAveragePooling2D", "ZeroPadding1D", "ZeroPadding2D", "UpSampling1D", "UpSampling2D", "Cropping1D",
+               "Cropping2D", "SimpleRNN", "GRU", "LSTM", "Embedding", "TimeDistributed", "Bidirectional", "LeakyReLU", "PReLU",
+               "ELU", "ThresholdedReLU", "GaussianNoise", "GaussianDropout", "SpatialDropout1D", "SpatialDropout2D",
+               "LocallyConnected1D", "LocallyConnected2D", "InputLayer", "Sequential"}
+
+
+def _as_keras_1(value):
+    """A Keras 2.3-style config with Keras 1's class and argument names (table_keras1.ARGUMENT_RENAMES reversed)."""
+    from kerasafe.legacy import table_keras1
+
+    if isinstance(value, list):
+        return [_as_keras_1(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    value = {k: _as_keras_1(v) for k, v in value.items()}
+    cls = value.get("class_name")
+    if isinstance(value.get("config"), dict) and cls not in (None, "Sequential", "VarianceScaling", "Zeros", "Ones"):
+        old_class = KERAS_1_CLASSES.get(cls, cls)
+        backwards = {new: old for old, new in {**table_keras1.ARGUMENT_RENAMES["*"],
+                                                **table_keras1.ARGUMENT_RENAMES.get(cls, {})}.items() if new}
+        config = {backwards.get(k, k): v for k, v in value["config"].items()}
+        if "dim_ordering" in config:
+            config["dim_ordering"] = {"channels_last": "tf", "channels_first": "th"}[config["dim_ordering"]]
+        if old_class == "Convolution2D" and "filter_length" not in config and isinstance(config.get("kernel_size"), list):
+            config["nb_row"], config["nb_col"] = config.pop("kernel_size")
+        value = dict(value, class_name=old_class, config=config)
+    return value
+
+
+def _outer_classes(name):
+    """The case's classes without the cells its recurrent layers hold (Keras 1 recorded no cells)."""
+    classes = set(corpus.CASES[name]["classes"])
+    return {c for c in classes if not (c.endswith("Cell") and c[:-4] in classes)} - {"Sequential", "InputLayer"}
+
+
+KERAS_1_CASES = [name for name in KERAS_2_CASES
+                 if _outer_classes(name) <= {
+                     {v: k for k, v in KERAS_1_CLASSES.items()}.get(c, c) for c in KERAS_1_HAD}
+                 and corpus.CASES[name]["classes"].count("Sequential") == 1
+                 and not any(t in name for t in ("GRU", "Bidirectional_sum"))]  # GRUs: Keras 1 had no reset_after=True
+
+
+def test_the_keras_1_cases_span_the_classes_keras_1_had():
+    covered = {c for name in KERAS_1_CASES for c in corpus.CASES[name]["classes"]}
+    assert {"Conv1D", "Conv2D", "LSTM", "SimpleRNN", "Embedding", "Dense", "MaxPooling2D", "LocallyConnected1D",
+            "TimeDistributed", "PReLU", "Masking", "ZeroPadding2D"} <= covered, covered
+    assert len(KERAS_1_CASES) >= 30
+
+
+@pytest.mark.parametrize("name", KERAS_1_CASES)
+def test_keras_1_texts_of_the_same_models_predict_as_tf_keras_did(corpus_dir, name, tmp_path):
+    import kerasafe as ks
+
+    config = _as_keras_2_3(json.loads((corpus_dir / f"{name}.json").read_text()))
+    layers = config["config"]["layers"]
+    if layers and layers[0]["class_name"] == "InputLayer":
+        first = layers.pop(0)["config"]
+        layers[0]["config"]["batch_input_shape"] = first["batch_input_shape"]
+        layers[0]["config"].setdefault("input_dtype", first.get("dtype", "float32"))
+    old = {"class_name": "Sequential", "keras_version": "1.2.2", "config": _as_keras_1(layers)}
+    text = json.dumps(old)
+    (tmp_path / "old.json").write_text(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            model = ks.load(tmp_path / "old.json", weights=corpus_dir / f"{name}-weights.h5")
+        except errors.KerasafeError as exc:
+            pytest.fail(f"{name} as Keras 1.2.2 wrote it: {exc}")
+    reference = np.load(corpus_dir / f"{name}.npz")
+    assert corpus._compare(corpus.predict(model, corpus._inputs(reference)), corpus._outputs(reference), 1e-5) == "ok"

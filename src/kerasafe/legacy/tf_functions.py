@@ -401,6 +401,17 @@ def _complex_part(x, part: str):
     return ops.where(ops.less(x, 0), np.float32(np.pi), np.float32(0.0))  # angle of a real number
 
 
+def _linspace(start, stop, num: int, axis: int):
+    """tf.linspace of tensors: ``num`` steps from start to stop along a new ``axis`` (PyTorch's linspace takes none)."""
+    ops = _ops()
+    start, stop = ops.convert_to_tensor(start, "float32"), ops.convert_to_tensor(stop, "float32")
+    rank = len(start.shape) + 1
+    axis = axis % rank
+    steps = np.linspace(0.0, 1.0, num, dtype="float32") if num > 1 else np.zeros(1, "float32")
+    steps = ops.reshape(ops.convert_to_tensor(steps), [num if i == axis else 1 for i in range(rank)])
+    return ops.expand_dims(start, axis) + ops.expand_dims(stop - start, axis) * steps
+
+
 def _bias_add(value, bias, data_format):
     ops = _ops()
     bias = ops.convert_to_tensor(bias, dtype=value.dtype)
@@ -516,7 +527,7 @@ OPS = {
     "linalg.normalize": _normalize,
     # made from the model's shapes (tf.ones(tf.shape(x)), tf.eye(n, batch_shape=...))
     "ones": _filled("ones"), "zeros": _filled("zeros"), "eye": _eye, "linalg.eye": _eye,
-    "linspace": lambda start, stop, num, axis=0, **_: _ops().linspace(start, stop, int(num), axis=axis),
+    "linspace": lambda start, stop, num, axis=0, **_: _linspace(start, stop, int(num), axis),
 }
 
 

@@ -10,7 +10,7 @@ zeros) gets that shape. The values travel on the symbolic tensors Keras hands fr
 to layer (``_kerasafe_value``).
 
 Example:
-    >>> resolve_reshape((None, 3, 4), [None, -1])
+    >>> resolve_reshape((None, 3, 4), [BATCH, -1])  # tf.reshape(x, [tf.shape(x)[0], -1])
     (None, 12)
 """
 
@@ -22,6 +22,8 @@ import numpy as np
 
 ATTRIBUTE = "_kerasafe_value"
 _UNKNOWN = object()
+# The size of the first axis where Keras does not know it: the batch, the same for every tensor of a model.
+BATCH = "batch"
 
 
 def value_of(tensor):
@@ -50,27 +52,37 @@ def _dims(value) -> list | None:
             d = d[0]
         if d is _UNKNOWN:
             d = None
-        if d is not None and not isinstance(d, int | np.integer):
+        if d is not None and d != BATCH and not isinstance(d, int | np.integer):
             return None
-        out.append(None if d is None else int(d))
+        out.append(d if d is None or d == BATCH else int(d))
     return out
 
 
 def resolve_reshape(shape: tuple, target: list) -> tuple:
-    """The shape a reshape of ``shape`` to ``target`` gives (one -1 inferred where the rest is known)."""
+    """The shape a reshape of ``shape`` to ``target`` gives (one -1 inferred where the rest is known).
+
+    A target entry BATCH (``tf.shape(x)[0]`` where the batch size is not known yet) keeps the
+    input's unknown first axis, so the -1 can still be counted from the other axes.
+    """
     dims = list(target)
+    source = list(shape)
+    if BATCH in dims and source and source[0] is None:
+        source = source[1:]
+        dims_known = [d for d in dims if d not in (BATCH, -1)]
+    else:
+        dims_known = [d for d in dims if d != -1]
     if dims.count(-1) == 1:
-        rest = [d for d in dims if d != -1]
-        known = None not in shape and None not in rest
-        dims[dims.index(-1)] = math.prod(shape) // max(1, math.prod(rest)) if known else None
-    return tuple(dims)
+        known = None not in source and None not in dims_known
+        dims[dims.index(-1)] = math.prod(source) // max(1, math.prod(dims_known)) if known else None
+    return tuple(None if d == BATCH else d for d in dims)
 
 
 def static_spec(function: str, first, marked: list, arguments: dict, mark: str):
     """(shape, dtype, value) of one TF op's output when the shape arithmetic decides it, else None."""
     arguments = _substitute(arguments, marked, mark)
     if function in ("compat.v1.shape", "shape"):
-        return (len(first.shape),), arguments.get("out_type") or "int32", list(first.shape)
+        value = [BATCH if i == 0 and d is None else d for i, d in enumerate(first.shape)]
+        return (len(first.shape),), arguments.get("out_type") or "int32", value
     if function == "__operators__.getitem" and isinstance(value_of(first), list):
         spec = arguments.get("slice_spec")
         if isinstance(spec, int) and -len(value_of(first)) <= spec < len(value_of(first)):
@@ -89,7 +101,8 @@ def static_spec(function: str, first, marked: list, arguments: dict, mark: str):
         target = _dims(arguments.get("shape"))
         if target is None:
             return None
-        shape = resolve_reshape(tuple(first.shape), target) if function == "reshape" else tuple(target)
+        shape = resolve_reshape(tuple(first.shape), target) if function == "reshape" else tuple(
+            None if d == BATCH else d for d in target)
         return shape, first.dtype, _UNKNOWN
     if function in ("eye", "linalg.eye"):
         rows = value_of(first) if first is not None and not isinstance(first, int) else first
@@ -97,12 +110,14 @@ def static_spec(function: str, first, marked: list, arguments: dict, mark: str):
         batch = _dims(arguments.get("batch_shape")) if arguments.get("batch_shape") is not None else []
         if batch is None or (rows is not None and not isinstance(rows, int | np.integer)) or rows is _UNKNOWN:
             return None
+        batch = [None if d == BATCH else d for d in batch]
         columns = rows if columns is None or columns is _UNKNOWN else columns
         return (*batch, rows, columns if isinstance(columns, int | np.integer) else None), arguments.get("dtype") or "float32", _UNKNOWN
     if function in ("fill", "ones", "zeros"):
         dims = _dims(value_of(first) if not isinstance(first, list | tuple) else [value_of(t) for t in first])
         if dims is None:
             return None
+        dims = [None if d == BATCH else d for d in dims]
         value = arguments.get("value", 0.0)
         dtype = arguments.get("dtype") or ("int32" if function == "fill" and isinstance(value, int) else "float32")
         return tuple(dims), dtype, _UNKNOWN
