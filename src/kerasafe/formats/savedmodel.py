@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 
 from .. import _keras, errors, legacy
-from . import tf_checkpoint
+from . import savedmodel_graph, tf_checkpoint
 from .base import MODEL, Format, summary
 from .keras_zip import KerasZipFormat
 
@@ -80,8 +80,10 @@ class SavedModelFormat(Format):
         from .. import _keras_direct
 
         stored = tf_checkpoint.keras_metadata_model(path / "keras_metadata.pb")
+        # An adapted vocabulary is in the graph only; put it in the config, where Keras 3 keeps it.
+        config = savedmodel_graph.fill_vocabularies(stored["model_config"], savedmodel_graph.adapted_vocabularies(path))
         with _keras_direct.variables_filled_by_loading() as built:  # no initializer runs for what the file fills
-            model = legacy.build_model(stored["model_config"], path, custom_objects=custom_objects, safe_mode=safe_mode)
+            model = legacy.build_model(config, path, custom_objects=custom_objects, safe_mode=safe_mode)
             built()
             tf_checkpoint.TFCheckpointFormat().read_weights(model, path / "variables" / "variables", by_name=False, skip_mismatch=False)
         if compile and stored["training_config"] and compile_from_training_config(model, stored["training_config"], path, custom_objects):

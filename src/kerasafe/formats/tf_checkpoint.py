@@ -91,13 +91,21 @@ def _untuple(value):
     return value
 
 
+def keras_metadata_nodes(path: pathlib.Path) -> list:
+    """The objects of tf.keras 2's ``keras_metadata.pb`` (node_path "root.layer-0", metadata JSON text)."""
+    try:
+        return list(_messages()["SavedMetadata"].FromString(path.read_bytes()).nodes)
+    except Exception as exc:  # protobuf DecodeError
+        raise errors.CorruptFileError(path, "tf.keras 2 Keras metadata", f"unreadable ({str(exc)[:120]})", "the SavedModel is damaged") from None
+
+
 def keras_metadata_model(path: pathlib.Path) -> dict:
     """The model config and training config tf.keras 2 stored in a SavedModel's ``keras_metadata.pb``."""
     import json
 
+    nodes = keras_metadata_nodes(path)
     try:
-        saved = _messages()["SavedMetadata"].FromString(path.read_bytes())
-        root = next(n for n in saved.nodes if n.node_path == "root")
+        root = next(n for n in nodes if n.node_path == "root")
         metadata = _untuple(json.loads(root.metadata))
     except StopIteration:
         raise errors.CorruptFileError(path, "Keras metadata with a 'root' object", "none", "the SavedModel is incomplete") from None
@@ -207,7 +215,7 @@ def resolve_prefix(path) -> pathlib.Path | None:
     return None
 
 
-def _shards(prefix: pathlib.Path) -> list[pathlib.Path]:
+def shard_files(prefix: pathlib.Path) -> list[pathlib.Path]:
     found = sorted(prefix.parent.glob(prefix.name + ".data-*-of-*"))
     if not found:
         raise errors.FileMissingError(prefix, "the checkpoint's data file(s) beside its .index", "none", "copy the .data-*-of-* files too")
@@ -270,7 +278,7 @@ def object_graph(prefix: pathlib.Path, entries: dict[str, Entry]):
     if graph_entry is None:
         return None
     try:
-        return _messages()["TrackableObjectGraph"].FromString(_string_scalar(graph_entry, _shards(prefix), prefix))
+        return _messages()["TrackableObjectGraph"].FromString(_string_scalar(graph_entry, shard_files(prefix), prefix))
     except errors.KerasafeError:
         raise
     except Exception as exc:  # protobuf DecodeError
@@ -412,7 +420,7 @@ def restore_optimizer(model, prefix: pathlib.Path, entries: dict[str, Entry] | N
             numbered[int(match.group(1))] = entry
     slots = [numbered[index] for index in sorted(numbered)]
     _keras.ensure_optimizer_built(model)
-    optimizer, shards = model.optimizer, _shards(prefix)
+    optimizer, shards = model.optimizer, shard_files(prefix)
     optimizer.iterations.assign(read_tensor(iterations, shards, prefix).astype(str(optimizer.iterations.dtype)))
     rate = entries.get(f"{base}_learning_rate{VALUE_SUFFIX}")
     variable = getattr(optimizer, "_learning_rate", None)
@@ -448,7 +456,7 @@ class TFCheckpointFormat(Format):
         entries = read_index(prefix.with_name(prefix.name + ".index"))
         graph = object_graph(prefix, entries)
         entries = tracked_entries(entries, graph)
-        shards = _shards(prefix)
+        shards = shard_files(prefix)
         assignments: list = []
         states: list = []
         _layer_assignments(model, _strip_root(entries), entries, graph, prefix, skip_mismatch, assignments, states)

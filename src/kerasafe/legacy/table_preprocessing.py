@@ -7,13 +7,15 @@ or computes differently go to kerasafe's TFResizing (tf_resize.py). Lookup layer
 carry their vocabulary in the config when it was given as a list; a vocabulary
 learned by ``adapt`` lived only in TensorFlow's lookup table, which no HDF5 file,
 JSON text or TensorFlow checkpoint holds: such a file is refused, naming the layer.
+A SavedModel's graph holds the table; formats/savedmodel_graph.py puts its
+vocabulary into the config before this table sees it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .rules import Replacement, Rule, keras_object, refuse
+from .rules import LegacyError, Replacement, Rule, keras_object
 
 # Layers Keras 3 builds with TensorFlow's own ops on every backend (keras/src/layers/preprocessing).
 NEEDS_TENSORFLOW = ("StringLookup", "IntegerLookup", "TextVectorization", "Hashing", "HashedCrossing")
@@ -34,9 +36,10 @@ def _with_vocabulary(class_name: str, reserved: int):
     def rewrite(config: dict, name: str) -> dict:
         size = config.get("vocabulary_size")
         if config.get("vocabulary") is None and isinstance(size, int) and size > reserved:
-            raise refuse(name, class_name, f"a vocabulary of {size} entries learned by adapt(), which this file does not hold",
-                         "tf.keras kept it only in its lookup table; load the model from a file that has it "
-                         "(a .keras file written by kerasafe, or pass the vocabulary and load the weights by name)")
+            raise LegacyError(f"layer '{name}' ({class_name}) with a vocabulary of {size} entries learned by adapt(), "
+                              "which this file does not hold (tf.keras kept it only in its lookup table); load the "
+                              "SavedModel directory tf.keras saved of this model (its graph holds the table), or put "
+                              "the vocabulary in the layer's config and load the weights into that")
         return config
     return rewrite
 
@@ -47,7 +50,9 @@ def _idf_in_config(layer, names: list, values: list) -> None:
     if configured is None:
         lookup = getattr(layer, "_lookup_layer", None)
         configured = getattr(lookup, "input_idf_weights", None)
-    for value in values:
+    for name, value in zip(names, values):
+        if "idf_weights" not in name and len(names) > 1:
+            continue  # the adapt() counters a checkpoint also keeps (num_documents, ...)
         saved = np.asarray(value).reshape(-1)
         if configured is not None and not np.allclose(saved[-len(configured):], np.asarray(configured, "float32")):
             raise ValueError(f"layer '{layer.name}': the file's idf weights differ from its configuration")
