@@ -399,7 +399,7 @@ class _AveragePoolingSame(keras.layers.Layer):
     """tf.keras 2's AveragePooling with ``padding="same"``: each window averages only the input it covers.
 
     Keras 3 on PyTorch pads unevenly padded windows with zeros and counts them
-    (tf_functions.average_pool_same computes TensorFlow's averages on every backend).
+    (tf_nn.average_pool_same computes TensorFlow's averages on every backend).
     """
 
     rank = 0
@@ -412,7 +412,7 @@ class _AveragePoolingSame(keras.layers.Layer):
         self.data_format = data_format or keras.config.image_data_format()
 
     def call(self, inputs):
-        from .tf_functions import average_pool_same
+        from .tf_nn import average_pool_same
 
         return average_pool_same(inputs, self.pool_size, self.strides, self.data_format)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _keras
+from . import tf_nn
 
 
 def _ops():
@@ -173,81 +174,6 @@ def _diag(diagonal, k=0, num_rows=-1, num_cols=-1, padding_value=0, **_):
     return ops.expand_dims(diagonal, -1) * ops.eye(ops.shape(diagonal)[-1], dtype=diagonal.dtype)
 
 
-def _pool(kind, rank):
-    def pool(input, ksize, strides, padding, data_format=None, **_):
-        if data_format not in (None, "NWC", "NHWC", "NDHWC"):
-            raise ValueError(f"tf.nn pooling in {data_format} has no Keras 3 equivalent here")
-        size = ksize if isinstance(ksize, int) else tuple(ksize[1:-1]) if len(ksize) == rank + 2 else tuple(ksize)
-        step = strides if isinstance(strides, int) else tuple(strides[1:-1]) if len(strides) == rank + 2 else tuple(strides)
-        if kind == "average" and padding.upper() == "SAME":
-            return average_pool_same(input, (size,) * rank if isinstance(size, int) else size,
-                                     (step,) * rank if isinstance(step, int) else step, "channels_last")
-        return getattr(_ops(), f"{kind}_pool")(input, size, step, padding=padding.lower(), data_format="channels_last")
-    return pool
-
-
-def average_pool_same(inputs, pool_size: tuple, strides: tuple, data_format: str):
-    """TensorFlow's "same" average pooling, where a window averages only the input it covers.
-
-    Keras 3 on PyTorch pads uneven windows with zeros and counts them; dividing the zero-padded
-    input's window averages by the padded ones' gives TensorFlow's numbers on every backend.
-    """
-    ops = _ops()
-    first = data_format == "channels_first"
-    spatial = inputs.shape[2:] if first else inputs.shape[1:-1]
-    pads = []
-    for size, k, s in zip(spatial, pool_size, strides):
-        total = max((-(-size // s) - 1) * s + k - size, 0)
-        pads.append((total // 2, total - total // 2))
-    padding = [(0, 0), (0, 0), *pads] if first else [(0, 0), *pads, (0, 0)]
-    ones = ops.ones((1, *inputs.shape[1:]), dtype=inputs.dtype)
-
-    def pool(x):
-        return ops.average_pool(ops.pad(x, padding), pool_size, strides, padding="valid", data_format=data_format)
-    return pool(inputs) / pool(ones)
-
-
-def _spatial(value, rank):
-    if value is None or isinstance(value, int):
-        return value or 1
-    return tuple(value[1:-1]) if len(value) == rank + 2 else tuple(value)
-
-
-def _conv(rank):
-    def conv(input=None, filters=None, stride=None, strides=None, padding="VALID", data_format=None, dilations=None,
-             filter=None, value=None, **_):
-        if data_format not in (None, "NWC", "NHWC", "NDHWC"):
-            raise ValueError(f"tf.nn convolution in {data_format} has no Keras 3 equivalent here")
-        x = value if input is None else input
-        kernel = np.asarray(filters if filter is None else filter, "float32") if not hasattr(filters if filter is None else filter, "shape") \
-            else (filters if filter is None else filter)
-        return _ops().conv(x, kernel, strides=_spatial(strides if stride is None else stride, rank), padding=padding.lower(),
-                           data_format="channels_last", dilation_rate=_spatial(dilations, rank))
-    return conv
-
-
-def _depthwise_conv2d(input, filter, strides, padding, rate=None, data_format=None, dilations=None, **_):
-    if data_format not in (None, "NHWC"):
-        raise ValueError(f"tf.nn.depthwise_conv2d in {data_format} has no Keras 3 equivalent here")
-    kernel = filter if hasattr(filter, "shape") else np.asarray(filter, "float32")
-    return _ops().depthwise_conv(input, kernel, strides=_spatial(strides, 2), padding=padding.lower(),
-                                 data_format="channels_last", dilation_rate=_spatial(rate or dilations, 2))
-
-
-def _block(name):
-    def block(input, block_size, data_format="NHWC", **_):
-        if data_format not in (None, "NHWC"):
-            raise ValueError(f"tf.nn.{name} in {data_format} has no Keras 3 equivalent here")
-        return getattr(_ops(), name)(input, block_size, data_format="channels_last")
-    return block
-
-
-def _sigmoid_cross_entropy(labels=None, logits=None, _sentinel=None, **_):
-    ops = _ops()
-    # TensorFlow's stable form: max(x, 0) - x z + log(1 + exp(-|x|))
-    return ops.relu(logits) - logits * labels + ops.log1p(ops.exp(-ops.abs(logits)))
-
-
 def _resize(images, size, method="bilinear", preserve_aspect_ratio=False, antialias=False, **_):
     if preserve_aspect_ratio:
         raise ValueError("tf.image.resize with preserve_aspect_ratio=True has no Keras 3 equivalent here")
@@ -291,8 +217,6 @@ def _like(kind):
     return like
 
 
-
-
 def _lstsq(matrix, rhs, l2_regularizer):
     """tf.linalg.lstsq's default (fast) path: the regularized normal equations, solved."""
     ops = _ops()
@@ -300,52 +224,6 @@ def _lstsq(matrix, rhs, l2_regularizer):
     if l2_regularizer:
         gram = gram + l2_regularizer * ops.eye(gram.shape[-1], dtype=gram.dtype)
     return ops.solve(gram, ops.matmul(ops.swapaxes(matrix, -1, -2), rhs))
-
-
-def _rank_of(x) -> int:
-    return len(x.shape) - 2
-
-
-def _conv_nd(input, filters, strides=None, padding="VALID", data_format=None, dilations=None, **_):
-    return _conv(_rank_of(input))(input=input, filters=filters, strides=strides, padding=padding, data_format=data_format,
-                                   dilations=dilations)
-
-
-def _pool_nd(kind):
-    def pool(input, ksize, strides, padding, data_format=None, **_):
-        return _pool(kind, _rank_of(input))(input, ksize, strides, padding, data_format)
-    return pool
-
-
-def _conv_transpose(input, filters, output_shape, strides, padding="SAME", data_format=None, dilations=None, **_):
-    if data_format not in (None, "NWC", "NHWC", "NDHWC"):
-        raise ValueError(f"tf.nn.conv_transpose in {data_format} has no Keras 3 equivalent here")
-    ops, rank = _ops(), _rank_of(input)
-    kernel = filters if hasattr(filters, "shape") else np.asarray(filters, "float32")
-    out = ops.conv_transpose(input, kernel, strides=_spatial(strides, rank), padding=padding.lower(),
-                             data_format="channels_last", dilation_rate=_spatial(dilations, rank))
-    wanted = [int(d) for d in list(output_shape)[1:-1] if isinstance(d, int | np.integer)]
-    if len(wanted) == rank and tuple(out.shape[1:-1]) != tuple(wanted):
-        raise ValueError(f"tf.nn.conv_transpose to output_shape {list(output_shape)} (not the size its padding gives) "
-                         "has no Keras 3 equivalent here")
-    return out
-
-
-def _separable_conv2d(input, depthwise_filter, pointwise_filter, strides, padding, data_format=None, dilations=None, rate=None, **_):
-    if data_format not in (None, "NHWC"):
-        raise ValueError(f"tf.nn.separable_conv2d in {data_format} has no Keras 3 equivalent here")
-    depthwise = depthwise_filter if hasattr(depthwise_filter, "shape") else np.asarray(depthwise_filter, "float32")
-    pointwise = pointwise_filter if hasattr(pointwise_filter, "shape") else np.asarray(pointwise_filter, "float32")
-    return _ops().separable_conv(input, depthwise, pointwise, strides=_spatial(strides, 2), padding=padding.lower(),
-                                 data_format="channels_last", dilation_rate=_spatial(rate or dilations, 2))
-
-
-def _batch_normalization(x, mean, variance, offset, scale, variance_epsilon, **_):
-    ops = _ops()
-    inverse = ops.rsqrt(variance + variance_epsilon)
-    if scale is not None:
-        inverse = inverse * scale
-    return x * inverse + ((offset if offset is not None else 0.0) - mean * inverse)
 
 
 def _searchsorted(sorted_sequence, values, side="left", out_type="int32", **_):
@@ -361,15 +239,6 @@ def _psnr(a, b, max_val, **_):
     ops = _ops()
     mse = ops.mean(ops.square(ops.cast(a, "float32") - ops.cast(b, "float32")), axis=(-3, -2, -1))
     return 20.0 * ops.log(ops.cast(max_val, "float32")) / np.log(10.0) - (10.0 / np.log(10.0)) * ops.log(mse)
-
-
-def _ctc_loss(labels, logits, label_length, logit_length, logits_time_major=True, unique=None, blank_index=None, **_):
-    if unique is not None or blank_index not in (None, 0):
-        raise ValueError("tf.nn.ctc_loss with unique= or a blank_index other than 0 has no Keras 3 equivalent here")
-    ops = _ops()
-    if logits_time_major:
-        logits = ops.transpose(logits, (1, 0, 2))
-    return ops.ctc_loss(labels, logits, label_length, logit_length, mask_index=0)
 
 
 def _normalize(tensor, ord="euclidean", axis=None, **_):
@@ -410,14 +279,6 @@ def _linspace(start, stop, num: int, axis: int):
     steps = np.linspace(0.0, 1.0, num, dtype="float32") if num > 1 else np.zeros(1, "float32")
     steps = ops.reshape(ops.convert_to_tensor(steps), [num if i == axis else 1 for i in range(rank)])
     return ops.expand_dims(start, axis) + ops.expand_dims(stop - start, axis) * steps
-
-
-def _bias_add(value, bias, data_format):
-    ops = _ops()
-    bias = ops.convert_to_tensor(bias, dtype=value.dtype)
-    if data_format in (None, "NHWC", "NWC", "NDHWC", "N...C"):
-        return value + bias
-    return value + ops.reshape(bias, (-1,) + (1,) * (len(value.shape) - 2))
 
 
 # tf function name (as recorded) -> how to compute it with Keras 3 ops.
@@ -496,21 +357,21 @@ OPS = {
     "nn.leaky_relu": lambda features, alpha=0.2, **_: _ops().leaky_relu(features, negative_slope=alpha),
     "nn.softmax": lambda logits, axis=None, **_: _ops().softmax(logits, axis=-1 if axis is None else axis),
     "nn.log_softmax": lambda logits, axis=None, **_: _ops().log_softmax(logits, axis=-1 if axis is None else axis),
-    "nn.bias_add": lambda value, bias, data_format=None, **_: _bias_add(value, bias, data_format),
-    "nn.max_pool1d": _pool("max", 1), "nn.max_pool2d": _pool("max", 2), "nn.max_pool3d": _pool("max", 3),
-    "nn.avg_pool1d": _pool("average", 1), "nn.avg_pool2d": _pool("average", 2), "nn.avg_pool3d": _pool("average", 3),
-    "compat.v1.nn.conv1d": _conv(1), "compat.v1.nn.conv2d": _conv(2), "nn.conv2d": _conv(2), "nn.conv1d": _conv(1),
-    "compat.v1.nn.depthwise_conv2d": _depthwise_conv2d, "nn.depthwise_conv2d": _depthwise_conv2d,
-    "nn.depth_to_space": _block("depth_to_space"), "nn.space_to_depth": _block("space_to_depth"),
-    "compat.v1.nn.sigmoid_cross_entropy_with_logits": _sigmoid_cross_entropy, "nn.sigmoid_cross_entropy_with_logits": _sigmoid_cross_entropy,
+    "nn.bias_add": lambda value, bias, data_format=None, **_: tf_nn.bias_add(value, bias, data_format),
+    "nn.max_pool1d": tf_nn.pool_of("max", 1), "nn.max_pool2d": tf_nn.pool_of("max", 2), "nn.max_pool3d": tf_nn.pool_of("max", 3),
+    "nn.avg_pool1d": tf_nn.pool_of("average", 1), "nn.avg_pool2d": tf_nn.pool_of("average", 2), "nn.avg_pool3d": tf_nn.pool_of("average", 3),
+    "compat.v1.nn.conv1d": tf_nn.conv_of_rank(1), "compat.v1.nn.conv2d": tf_nn.conv_of_rank(2), "nn.conv2d": tf_nn.conv_of_rank(2), "nn.conv1d": tf_nn.conv_of_rank(1),
+    "compat.v1.nn.depthwise_conv2d": tf_nn.depthwise_conv2d, "nn.depthwise_conv2d": tf_nn.depthwise_conv2d,
+    "nn.depth_to_space": tf_nn.block_op("depth_to_space"), "nn.space_to_depth": tf_nn.block_op("space_to_depth"),
+    "compat.v1.nn.sigmoid_cross_entropy_with_logits": tf_nn.sigmoid_cross_entropy, "nn.sigmoid_cross_entropy_with_logits": tf_nn.sigmoid_cross_entropy,
     "image.resize": _resize,
-    "conv": _conv_nd, "nn.convolution": _conv_nd, "nn.conv3d": _conv(3),
-    "nn.avg_pool": _pool_nd("average"), "nn.max_pool": _pool_nd("max"),
-    "nn.conv1d_transpose": _conv_transpose, "nn.conv2d_transpose": _conv_transpose, "nn.conv3d_transpose": _conv_transpose,
-    "nn.conv_transpose": _conv_transpose, "nn.separable_conv2d": _separable_conv2d,
-    "compat.v1.nn.separable_conv2d": _separable_conv2d,
-    "fill": lambda dims, value, **_: _ops().full([int(d) for d in dims], value, dtype="int32" if isinstance(value, int) else None), "nn.batch_normalization": _batch_normalization,
-    "nn.ctc_loss": _ctc_loss,
+    "conv": tf_nn.conv_nd, "nn.convolution": tf_nn.conv_nd, "nn.conv3d": tf_nn.conv_of_rank(3),
+    "nn.avg_pool": tf_nn.pool_nd("average"), "nn.max_pool": tf_nn.pool_nd("max"),
+    "nn.conv1d_transpose": tf_nn.conv_transpose, "nn.conv2d_transpose": tf_nn.conv_transpose, "nn.conv3d_transpose": tf_nn.conv_transpose,
+    "nn.conv_transpose": tf_nn.conv_transpose, "nn.separable_conv2d": tf_nn.separable_conv2d,
+    "compat.v1.nn.separable_conv2d": tf_nn.separable_conv2d,
+    "fill": lambda dims, value, **_: _ops().full([int(d) for d in dims], value, dtype="int32" if isinstance(value, int) else None), "nn.batch_normalization": tf_nn.batch_normalization,
+    "nn.ctc_loss": tf_nn.ctc_loss,
     # images
     "image.rot90": lambda image, k=1, **_: _ops().rot90(image, k=k, axes=(len(image.shape) - 3, len(image.shape) - 2)),
     "image.transpose": lambda image, **_: _ops().swapaxes(image, -3, -2), "image.psnr": _psnr,
