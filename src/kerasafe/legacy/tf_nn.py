@@ -31,7 +31,7 @@ def pool_of(kind, rank):
         if kind == "average" and padding.upper() == "SAME":
             return average_pool_same(input, (size,) * rank if isinstance(size, int) else size,
                                      (step,) * rank if isinstance(step, int) else step, "channels_last")
-        return getattr(_ops(), f"{kind}pool_of")(input, size, step, padding=padding.lower(), data_format="channels_last")
+        return getattr(_ops(), f"{kind}_pool")(input, size, step, padding=padding.lower(), data_format="channels_last")
     return pool
 
 
