@@ -166,6 +166,29 @@ def test_a_damaged_savedmodel_graph_is_named_not_a_vocabulary_guessed(corpus_dir
     assert "saved_model.pb" in str(info.value) and "SavedModel graph" in str(info.value)
 
 
+@pytest.mark.parametrize("forgery", ["path to nowhere", "metadata not an object"])
+def test_a_forged_keras_metadata_leaves_the_vocabulary_refused_not_guessed(corpus_dir, tmp_path, forgery):
+    """Metadata that points at no lookup table (or is not an object) gets the adapted-vocabulary refusal, nothing else."""
+    import shutil
+
+    import kerasafe as ks
+    from kerasafe.formats import tf_checkpoint
+
+    copy = shutil.copytree(corpus_dir / "StringLookup_adapted_multi_hot.savedmodel", tmp_path / "m.savedmodel")
+    path = copy / "keras_metadata.pb"
+    saved = tf_checkpoint._messages()["SavedMetadata"].FromString(path.read_bytes())
+    for node in saved.nodes:
+        if node.node_path != "root":
+            if forgery == "path to nowhere":
+                node.node_path = "root.layer_with_weights-9"
+            else:
+                node.metadata = "[1, 2]"
+    path.write_bytes(saved.SerializeToString())
+    with pytest.raises(errors.UnsupportedOperationError) as info:
+        ks.load(copy)
+    assert corpus.ADAPTED_VOCABULARY in str(info.value) and "(StringLookup)" in str(info.value)
+
+
 def _optimizer_state(model) -> list[float]:
     return sorted(float(np.abs(np.asarray(v, "float64")).sum()) for v in model.optimizer.variables)
 

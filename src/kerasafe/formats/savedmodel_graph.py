@@ -27,6 +27,7 @@ from .. import errors
 from . import tf_checkpoint
 
 MAX_GRAPH_BYTES = (1 << 31) - 1  # protobuf's own limit for one message
+MAX_TOKENS = 1 << 28  # a vocabulary beyond this is a forged shape, not a vocabulary
 _DT_INT32, _DT_STRING, _DT_INT64 = 3, 7, 9
 LOOKUP_CLASSES = ("StringLookup", "IntegerLookup", "TextVectorization")
 
@@ -89,6 +90,8 @@ def _array(tensor) -> np.ndarray:
     else:
         raise ValueError(f"a constant of TensorFlow dtype {tensor.dtype}")
     if len(values) == 1 and count != 1:  # TensorFlow writes a constant filled with one value once
+        if not 0 <= count <= MAX_TOKENS:
+            raise ValueError(f"a constant of {count} entries")
         values = values * count
     return np.array(values, dtype=dtype).reshape(shape)
 
@@ -147,7 +150,9 @@ def adapted_vocabularies(directory: pathlib.Path) -> dict[str, dict]:
             metadata = json.loads(node.metadata)
         except ValueError:
             continue
-        config = metadata.get("config") if isinstance(metadata, dict) else None
+        if not isinstance(metadata, dict):
+            continue
+        config = metadata.get("config")
         if (metadata.get("class_name") in LOOKUP_CLASSES and isinstance(config, dict) and config.get("vocabulary") is None
                 and node.node_path.startswith("root.") and not node.node_path.endswith("._lookup_layer")):
             inner = "/_lookup_layer" if metadata["class_name"] == "TextVectorization" else ""
