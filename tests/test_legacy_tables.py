@@ -204,28 +204,37 @@ def test_the_keras_2_cases_span_every_family():
 
 @pytest.mark.parametrize("name", KERAS_2_CASES)
 def test_keras_2_3_texts_of_the_same_models_predict_as_tf_keras_did(corpus_dir, name, tmp_path):
-    import kerasafe as ks
-
     config = json.loads((corpus_dir / f"{name}.json").read_text())
     old = _as_keras_2_3(copy.deepcopy(config))
     old["keras_version"], old["backend"] = "2.2.4", "tensorflow"
     if old["class_name"] == "Sequential":
-        layers = old["config"]["layers"]
-        if layers and layers[0]["class_name"] == "InputLayer":  # Keras 2.2 put the input shape on the first layer
-            first = layers.pop(0)["config"]
-            layers[0]["config"]["batch_input_shape"] = first["batch_input_shape"]
-            layers[0]["config"].setdefault("dtype", first.get("dtype", "float32"))
-        old["config"] = layers  # Keras 2.0-2.2.2 wrote the bare list
+        # Keras 2.0-2.2.2 wrote the bare list, the input shape on the first layer
+        old["config"] = _input_on_first_layer(old["config"]["layers"], "dtype")
+    _assert_predicts_as_tf_keras(corpus_dir, name, tmp_path, old)
+
+
+def _input_on_first_layer(layers: list, dtype_key: str) -> list:
+    """A Sequential's layers as Keras 1/2.2 wrote them: no InputLayer, its shape and dtype on the first layer."""
+    if layers and layers[0]["class_name"] == "InputLayer":
+        first = layers.pop(0)["config"]
+        layers[0]["config"]["batch_input_shape"] = first["batch_input_shape"]
+        layers[0]["config"].setdefault(dtype_key, first.get("dtype", "float32"))
+    return layers
+
+
+def _assert_predicts_as_tf_keras(corpus_dir, name: str, tmp_path, old: dict) -> None:
+    """The old text ``old`` with the case's Keras 2 weights loads and predicts within 1e-5 of tf.keras."""
+    import kerasafe as ks
+
     (tmp_path / "old.json").write_text(json.dumps(old))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             model = ks.load(tmp_path / "old.json", weights=corpus_dir / f"{name}-weights.h5")
         except errors.KerasafeError as exc:
-            pytest.fail(f"{name} as Keras 2.2.4 wrote it: {exc}")
+            pytest.fail(f"{name} as Keras {old['keras_version']} wrote it: {exc}")
     reference = np.load(corpus_dir / f"{name}.npz")
-    ours = corpus.predict(model, corpus._inputs(reference))
-    assert corpus._compare(ours, corpus._outputs(reference), 1e-5) == "ok"
+    assert corpus._compare(corpus.predict(model, corpus._inputs(reference)), corpus._outputs(reference), 1e-5) == "ok"
 
 
 # --- TensorFlow functions (TFOpLambda layers) ---------------------------------------------------------------
@@ -363,22 +372,7 @@ def test_the_keras_1_cases_span_the_classes_keras_1_had():
 
 @pytest.mark.parametrize("name", KERAS_1_CASES)
 def test_keras_1_texts_of_the_same_models_predict_as_tf_keras_did(corpus_dir, name, tmp_path):
-    import kerasafe as ks
-
     config = _as_keras_2_3(json.loads((corpus_dir / f"{name}.json").read_text()))
-    layers = config["config"]["layers"]
-    if layers and layers[0]["class_name"] == "InputLayer":
-        first = layers.pop(0)["config"]
-        layers[0]["config"]["batch_input_shape"] = first["batch_input_shape"]
-        layers[0]["config"].setdefault("input_dtype", first.get("dtype", "float32"))
+    layers = _input_on_first_layer(config["config"]["layers"], "input_dtype")
     old = {"class_name": "Sequential", "keras_version": "1.2.2", "config": _as_keras_1(layers)}
-    text = json.dumps(old)
-    (tmp_path / "old.json").write_text(text)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            model = ks.load(tmp_path / "old.json", weights=corpus_dir / f"{name}-weights.h5")
-        except errors.KerasafeError as exc:
-            pytest.fail(f"{name} as Keras 1.2.2 wrote it: {exc}")
-    reference = np.load(corpus_dir / f"{name}.npz")
-    assert corpus._compare(corpus.predict(model, corpus._inputs(reference)), corpus._outputs(reference), 1e-5) == "ok"
+    _assert_predicts_as_tf_keras(corpus_dir, name, tmp_path, old)
