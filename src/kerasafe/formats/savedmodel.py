@@ -79,9 +79,10 @@ class SavedModelFormat(Format):
 
         from .. import _keras_direct
 
-        stored = tf_checkpoint.keras_metadata_model(path / "keras_metadata.pb")
+        nodes = tf_checkpoint.keras_metadata_nodes(path / "keras_metadata.pb")
+        stored = tf_checkpoint.keras_metadata_model(path / "keras_metadata.pb", nodes)
         # An adapted vocabulary is in the graph only; put it in the config, where Keras 3 keeps it.
-        config = savedmodel_graph.fill_vocabularies(stored["model_config"], savedmodel_graph.adapted_vocabularies(path))
+        config = savedmodel_graph.fill_vocabularies(stored["model_config"], savedmodel_graph.adapted_vocabularies(path, nodes))
         with _keras_direct.variables_filled_by_loading() as built:  # no initializer runs for what the file fills
             model = legacy.build_model(config, path, custom_objects=custom_objects, safe_mode=safe_mode)
             built()

@@ -135,17 +135,20 @@ def _table_tokens(meta, table_path: str, invert: bool) -> list | None:
     return [t.item() if isinstance(t, np.generic) else t for t in tokens[order]]
 
 
-def adapted_vocabularies(directory: pathlib.Path) -> dict[str, dict]:
+def adapted_vocabularies(directory: pathlib.Path, metadata_nodes: list | None = None) -> dict[str, dict]:
     """{layer name: {"vocabulary": [...], "idf_weights": [...]?}} for each lookup layer whose vocabulary came from adapt().
 
     Layers given their vocabulary in the constructor have it in their config already and
     are left out, as are tables whose initializer is not a pair of constants.
+    ``metadata_nodes``: keras_metadata.pb's objects, when the caller has read them already.
     """
     metadata_path, graph_path = directory / "keras_metadata.pb", directory / "saved_model.pb"
-    if not metadata_path.is_file() or not graph_path.is_file():
+    if not graph_path.is_file() or (metadata_nodes is None and not metadata_path.is_file()):
         return {}
+    if metadata_nodes is None:
+        metadata_nodes = tf_checkpoint.keras_metadata_nodes(metadata_path)
     wanted = {}
-    for node in tf_checkpoint.keras_metadata_nodes(metadata_path):
+    for node in metadata_nodes:
         try:
             metadata = json.loads(node.metadata)
         except ValueError:
@@ -161,10 +164,7 @@ def adapted_vocabularies(directory: pathlib.Path) -> dict[str, dict]:
         return {}
     meta = _graph(graph_path)
     prefix = directory / "variables" / "variables"
-    entries = {}
-    if prefix.with_name("variables.index").is_file():
-        entries = tf_checkpoint.read_index(prefix.with_name("variables.index"))
-        entries = tf_checkpoint.tracked_entries(entries, tf_checkpoint.object_graph(prefix, entries))
+    entries = None  # the variables' index, read only if a tf-idf layer needs its weights
     out = {}
     for name, (path, config) in wanted.items():
         tokens = _table_tokens(meta, f"{path}/lookup_table", bool(config.get("invert")))
@@ -172,6 +172,11 @@ def adapted_vocabularies(directory: pathlib.Path) -> dict[str, dict]:
             continue
         found = {"vocabulary": tokens}
         if config.get("output_mode") == "tf_idf":
+            if entries is None:
+                entries = {}
+                if prefix.with_name("variables.index").is_file():
+                    entries = tf_checkpoint.read_index(prefix.with_name("variables.index"))
+                    entries = tf_checkpoint.tracked_entries(entries, tf_checkpoint.object_graph(prefix, entries))
             entry = entries.get(f"{path}/idf_weights{tf_checkpoint.VALUE_SUFFIX}")
             if entry is None:
                 continue  # without its weights a tf-idf vocabulary is half a layer: leave it refused

@@ -99,11 +99,14 @@ def keras_metadata_nodes(path: pathlib.Path) -> list:
         raise errors.CorruptFileError(path, "tf.keras 2 Keras metadata", f"unreadable ({str(exc)[:120]})", "the SavedModel is damaged") from None
 
 
-def keras_metadata_model(path: pathlib.Path) -> dict:
-    """The model config and training config tf.keras 2 stored in a SavedModel's ``keras_metadata.pb``."""
+def keras_metadata_model(path: pathlib.Path, nodes: list | None = None) -> dict:
+    """The model config and training config tf.keras 2 stored in a SavedModel's ``keras_metadata.pb``.
+
+    ``nodes``: its objects (keras_metadata_nodes), when the caller has read them already.
+    """
     import json
 
-    nodes = keras_metadata_nodes(path)
+    nodes = keras_metadata_nodes(path) if nodes is None else nodes
     try:
         root = next(n for n in nodes if n.node_path == "root")
         metadata = _untuple(json.loads(root.metadata))
