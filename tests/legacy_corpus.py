@@ -37,6 +37,8 @@ NEEDS = {"h5": ["h5"], "json+weights.h5": ["json", "weights.h5"], "json+-weights
          "yaml+-weights.h5": ["yaml", "-weights.h5"], "json+ckpt": ["json", "ckpt"], "json+tfckpt": ["json", "tfckpt"],
          "savedmodel": ["savedmodel"]}
 
+# The forms that hold a whole compiled model, optimizer state included.
+OPTIMIZER_FORMS = ("h5", "savedmodel")
 # Cases kerasafe refuses by design, with the words its error must contain (README lists the classes and why).
 ADAPTED_VOCABULARY = "learned by adapt(), which this file does not hold"
 REFUSED = {
@@ -131,6 +133,33 @@ def _compare(ours: list, theirs: list, tolerance: float) -> str:
     return "ok"
 
 
+def saved_optimizer_slots(h5_path: pathlib.Path) -> dict[str, np.ndarray] | None:
+    """The optimizer arrays tf.keras wrote into a full-model .h5 ({name: array}), or None if it wrote none."""
+    import h5py
+
+    with h5py.File(h5_path) as f:
+        if "optimizer_weights" not in f:
+            return None
+        group = f["optimizer_weights"]
+        return {n.decode() if isinstance(n, bytes) else n: group[n][()] for n in group.attrs["weight_names"]}
+
+
+def _optimizer_result(model, saved: dict[str, np.ndarray]) -> str:
+    """"ok" if ``model``'s optimizer holds the file's step count and every slot array (compared by sum), else what differs."""
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is None:
+        return "optimizer: none restored"
+    steps = int(saved["iteration:0"])
+    if int(optimizer.iterations) != steps:
+        return f"optimizer: {int(optimizer.iterations)} steps, the file {steps}"
+    slots = sorted(float(np.abs(np.asarray(v, "float64")).sum()) for k, v in saved.items() if k != "iteration:0")
+    restored = sorted(float(np.abs(np.asarray(v, "float64")).sum()) for v in optimizer.variables
+                      if v.name not in ("iteration", "learning_rate"))
+    if len(restored) != len(slots) or not np.allclose(restored, slots, rtol=1e-6, atol=0):
+        return f"optimizer: {len(restored)} slots restored, the file has {len(slots)} (or their values differ)"
+    return "ok"
+
+
 def _load_form(ks, root: pathlib.Path, name: str, form: str, json_model=None):
     architecture, weights = (p.format(c=name) if p else None for p in FORMS[form])
     if json_model is not None and architecture.endswith(".json") and weights:
@@ -161,7 +190,9 @@ def check_case(root: pathlib.Path, name: str, forms=None, convert_to: pathlib.Pa
     writes: the same load, then ks.save). Another form whose
     model is the same computation (same config, same variables) is checked by putting
     its weights into the first model and predicting there: a model's outputs depend on
-    nothing else, and one compiled prediction function then serves the whole case.
+    nothing else, and one compiled prediction function then serves the whole case. A
+    trained case's full-model forms (OPTIMIZER_FORMS) must also bring back tf.keras's Adam
+    step: its step count and every slot array the .h5 holds.
     """
     import kerasafe as ks
     from kerasafe import errors
@@ -183,6 +214,10 @@ def check_case(root: pathlib.Path, name: str, forms=None, convert_to: pathlib.Pa
                         mine.assign(theirs)
                     runner = first
                 results[form] = _compare(predict(runner, x), expected, tolerance)
+                if results[form] == "ok" and form in OPTIMIZER_FORMS and CASES[name]["trained"]:
+                    saved = saved_optimizer_slots(root / f"{name}.h5") if (root / f"{name}.h5").is_file() else None
+                    if saved is not None:  # the full-model forms hold tf.keras's one Adam step: it comes back too
+                        results[form] = _optimizer_result(model, saved)
                 if convert_to is not None and results[form] == "ok" and not (convert_to / f"{name}.keras").exists():
                     ks.save(model, convert_to / f"{name}.keras")
                 first = first or model
