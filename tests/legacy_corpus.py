@@ -219,12 +219,12 @@ def check_case(root: pathlib.Path, name: str, forms=None, convert_to: pathlib.Pa
                         mine.assign(theirs)
                     runner = first
                 results[form] = _compare(predict(runner, x), expected, tolerance)
+                if convert_to is not None and results[form] == "ok" and not (convert_to / f"{name}.keras").exists():
+                    ks.save(model, convert_to / f"{name}.keras")
                 if results[form] == "ok" and form in OPTIMIZER_FORMS and CASES[name]["trained"]:
                     saved = saved_optimizer_slots(root / f"{name}.h5") if (root / f"{name}.h5").is_file() else None
                     if saved is not None:  # the full-model forms hold tf.keras's one Adam step: it comes back too
                         results[form] = _optimizer_result(model, saved)
-                if convert_to is not None and results[form] == "ok" and not (convert_to / f"{name}.keras").exists():
-                    ks.save(model, convert_to / f"{name}.keras")
                 first = first or model
         except errors.KerasafeError as exc:
             results[form] = f"refused: {type(exc).__name__}: {exc}"
