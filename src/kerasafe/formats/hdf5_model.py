@@ -82,9 +82,14 @@ def restore_optimizer(model, f, path, custom_objects, manifest: dict | None) -> 
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs.get("weight_names", [])]
     if len(names) != len(values):
         names = [f"array {i}" for i in range(len(values))]
+    holder = opt.slot_holder(optimizer)
+    if holder is not optimizer or getattr(holder, "loss_scale_factor", None):
+        # tf.keras's LossScaleOptimizer (dynamic, or fixed: Keras 3's loss_scale_factor) named its inner
+        # optimizer's arrays in its own scopes
+        names = [n if opt.optimizer_slot(n) else opt.unscoped_name(n, type(holder).__name__) for n in names]
     # tf.keras 2 names its slots (and "iteration" alone when the model has nothing to train).
     if any(opt.optimizer_slot(n) for n in names) or (names and all(n.split(":")[0].split("/")[-1] in ("iteration", "iter") for n in names)):
-        _restore_named_slots(optimizer, model.trainable_variables, names, values, path)
+        _restore_named_slots(holder, model.trainable_variables, names, values, path)
         return
     if [tuple(v.shape) for v in optimizer.variables] == [tuple(np.shape(v)) for v in values]:
         pairs, dropped = list(zip(optimizer.variables, values)), []  # Keras 3 wrote them: its own order
@@ -120,7 +125,7 @@ def _restore_named_slots(optimizer, trainable, names: list[str], values: list, p
     named = list(dict.fromkeys(slot[2] for slot in map(opt.optimizer_slot, names) if slot))
     shapes = {opt.optimizer_slot(n)[2]: tuple(np.shape(v)) for n, v in zip(names, values) if opt.optimizer_slot(n)}
     by_order = dict(zip(named, trainable)) if len(named) == len(trainable) and all(
-        shapes[p] == tuple(v.shape) for p, v in zip(named, trainable)) else {}
+        legacy_weights.fits(shapes[p], v.shape) for p, v in zip(named, trainable)) else {}
     for name, value in zip(names, values):
         base = name.split(":")[0].split("/")
         if base[-1] in ("iteration", "iter", "iterations"):
@@ -140,10 +145,10 @@ def _restore_named_slots(optimizer, trainable, names: list[str], values: list, p
         targets = [variable] if variable is not None else [
             v for v in trainable if slot and (v.path == slot[2] or v.path.endswith("/" + slot[2]))]
         target = opt.slot_variable(optimizer, targets[0], slot[1]) if len(targets) == 1 else None
-        if target is None or tuple(target.shape) != tuple(np.shape(value)):
+        if target is None or not legacy_weights.fits(np.shape(value), target.shape):
             dropped.append(name)
             continue
-        target.assign(np.asarray(value))
+        target.assign(legacy_weights.fit_shape(value, target.shape, name))  # virtual-batch BatchNormalization kept full rank
     if dropped:
         warnings.warn(f"{path}: {len(dropped)} of {len(names)} optimizer arrays have no place in "
                       f"{type(optimizer).__name__} (first: {dropped[0]}); those slots start fresh", stacklevel=5)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.util
 
 from .. import _keras, errors, legacy
-from . import savedmodel_graph, tf_checkpoint
+from . import savedmodel_graph, tf_checkpoint, tf_optimizer_state
 from .base import MODEL, Format, summary
 from .keras_zip import KerasZipFormat
 
@@ -88,7 +88,7 @@ class SavedModelFormat(Format):
             built()
             tf_checkpoint.TFCheckpointFormat().read_weights(model, path / "variables" / "variables", by_name=False, skip_mismatch=False)
         if compile and stored["training_config"] and compile_from_training_config(model, stored["training_config"], path, custom_objects):
-            tf_checkpoint.restore_optimizer(model, path / "variables" / "variables")
+            tf_optimizer_state.restore_optimizer(model, path / "variables" / "variables")
         return model, None
 
     def read_weights(self, model, path, *, by_name, skip_mismatch):

@@ -402,49 +402,6 @@ def _layer_assignments(model, base: str, entries: dict[str, Entry], graph, prefi
         out.extend(found.values())
 
 
-def restore_optimizer(model, prefix: pathlib.Path, entries: dict[str, Entry] | None = None) -> None:
-    """Put a tf.keras 2 checkpoint's optimizer state into ``model.optimizer``; warn and keep fresh slots when they do not map."""
-    import warnings
-
-    from .. import _keras
-    from ..legacy import optimizers as opt
-
-    entries = entries if entries is not None else read_index(prefix.with_name(prefix.name + ".index"))
-    base = f"{_strip_root(entries)}optimizer/"
-    iterations = entries.get(f"{base}_iterations{VALUE_SUFFIX}") or entries.get(f"{base}iter{VALUE_SUFFIX}")
-    if iterations is None:
-        return  # no optimizer state saved
-    pattern = re.compile(rf"^{re.escape(base)}_variables/(\d+){re.escape(VALUE_SUFFIX)}$")
-    # _variables/0 is iterations again; the slots follow in creation order.
-    numbered = {}
-    for name, entry in entries.items():
-        match = pattern.match(name)
-        if match and int(match.group(1)) > 0:
-            numbered[int(match.group(1))] = entry
-    slots = [numbered[index] for index in sorted(numbered)]
-    _keras.ensure_optimizer_built(model)
-    optimizer, shards = model.optimizer, shard_files(prefix)
-    optimizer.iterations.assign(read_tensor(iterations, shards, prefix).astype(str(optimizer.iterations.dtype)))
-    rate = entries.get(f"{base}_learning_rate{VALUE_SUFFIX}")
-    variable = getattr(optimizer, "_learning_rate", None)
-    if rate is not None and hasattr(variable, "assign"):  # a schedule has no variable to put it in
-        variable.assign(read_tensor(rate, shards, prefix).astype(str(variable.dtype)))
-    trainable = model.trainable_variables
-
-    def slot(index: int, kind: str):
-        return opt.slot_variable(optimizer, trainable[index], kind)
-
-    kinds = [k for k in opt.SLOT_KINDS if trainable and slot(0, k) is not None]
-    order = opt.checkpoint_slot_order(type(optimizer).__name__, kinds, len(trainable)) or []
-    targets = [slot(index, kind) for index, kind in order]
-    if len(targets) != len(slots) or any(t is None or tuple(t.shape) != e.shape for t, e in zip(targets, slots)):
-        warnings.warn(f"{prefix}: the checkpoint's {len(slots)} optimizer slot arrays do not map onto "
-                      f"{type(optimizer).__name__}'s slots; they start fresh (iterations restored)", stacklevel=4)
-        return
-    for target, entry in zip(targets, slots):
-        target.assign(read_tensor(entry, shards, prefix))
-
-
 class TFCheckpointFormat(Format):
     name = "tf-checkpoint"
     description = "TensorFlow checkpoint (.index + .data)"
@@ -471,7 +428,9 @@ class TFCheckpointFormat(Format):
 
         _keras.finalize_loaded_state(model)
         if getattr(model, "optimizer", None) is not None and model.compiled:
-            restore_optimizer(model, prefix, entries)
+            from .tf_optimizer_state import restore_optimizer
+
+            restore_optimizer(model, prefix, entries, graph)
         return None
 
     def inspect(self, path):

@@ -83,6 +83,8 @@ def upgrade_optimizer_config(config: dict) -> dict:
         ('InverseTimeDecay', 0.01)
     """
     class_name = str(config.get("class_name", "")).split(">")[-1]
+    if class_name in LOSS_SCALE_OPTIMIZERS:
+        return _upgrade_loss_scale_config(config.get("config") or {})
     inner = {OPTIMIZER_ARGUMENT_RENAMES.get(k, k): v for k, v in (config.get("config") or {}).items()
              if k not in TF_KERAS_ONLY_OPTIMIZER_ARGUMENTS}
     decay = inner.pop("decay", 0.0) or 0.0
@@ -91,6 +93,69 @@ def upgrade_optimizer_config(config: dict) -> dict:
                                   "config": {"initial_learning_rate": inner.get("learning_rate", 0.01), "decay_steps": 1,
                                              "decay_rate": decay, "staircase": False}}
     return {"module": "keras.optimizers", "class_name": class_name, "config": inner, "registered_name": None}
+
+
+# tf.keras 2's mixed-precision wrappers: V3 around the 2.11+ optimizers, the plain name around the
+# legacy ones (TF 2.4-2.10), V1 the experimental one of TF 2.1-2.3 (a "loss_scale" object in its config).
+LOSS_SCALE_OPTIMIZERS = ("LossScaleOptimizer", "LossScaleOptimizerV3", "LossScaleOptimizerV1")
+
+
+def _upgrade_loss_scale_config(config: dict) -> dict:
+    """A tf.keras 2 LossScaleOptimizer config as Keras 3 builds it.
+
+    Keras 3's LossScaleOptimizer is always dynamic; a fixed scale is Keras 3's
+    ``loss_scale_factor`` on the inner optimizer (the same arithmetic: the loss times
+    the scale, the gradients divided by it). TF 2.3 and before kept the scale as a
+    ``loss_scale`` object; tf.keras refused a dynamic multiplier other than 2, so does this.
+
+    Example:
+        >>> fixed = {"inner_optimizer": {"class_name": "SGD", "config": {}}, "dynamic": False, "initial_scale": 128.0}
+        >>> _upgrade_loss_scale_config(fixed)["config"]["loss_scale_factor"]
+        128.0
+    """
+    inner_config = config.get("inner_optimizer", config.get("optimizer"))
+    if not isinstance(inner_config, dict):
+        raise ValueError(f"a LossScaleOptimizer without an inner optimizer config (found {type(inner_config).__name__})")
+    inner = upgrade_optimizer_config(inner_config)
+    dynamic = config.get("dynamic", True)
+    scale, growth = config.get("initial_scale", 2.0**15), config.get("dynamic_growth_steps", 2000)
+    old = config.get("loss_scale")
+    if isinstance(old, dict):
+        kind, args = old.get("class_name"), old.get("config") or {}
+        if kind == "FixedLossScale":
+            dynamic, scale = False, args.get("loss_scale_value", scale)
+        elif kind == "DynamicLossScale" and args.get("multiplier", 2) == 2:
+            scale, growth = args.get("initial_loss_scale", scale), args.get("increment_period", growth)
+        elif kind == "DynamicLossScale":
+            raise ValueError(f"a dynamic loss scale with multiplier {args.get('multiplier')} (Keras 3 and tf.keras 2.4+ double and halve it)")
+        else:
+            raise ValueError(f"a loss scale tf.keras itself no longer reads ({kind})")
+    if not dynamic:
+        return dict(inner, config=dict(inner["config"], loss_scale_factor=scale))
+    return {"module": "keras.optimizers", "class_name": "LossScaleOptimizer", "registered_name": None,
+            "config": {"inner_optimizer": inner, "initial_scale": scale, "dynamic_growth_steps": growth}}
+
+
+def slot_holder(optimizer):
+    """The optimizer that keeps the slots and the learning rate (a LossScaleOptimizer's inner one)."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+def unscoped_name(weight_name: str, optimizer_class: str) -> str:
+    """A LossScaleOptimizer's inner optimizer array named as a bare optimizer's ("<Optimizer>/...").
+
+    tf.keras's legacy LossScaleOptimizer wrote them in its ``cond`` scope
+    ("cond_1/Adam/iter:0"); LossScaleOptimizerV3 without the inner optimizer's name
+    ("m/dense/kernel:0").
+
+    Example:
+        >>> unscoped_name("cond_1/Adam/dense/kernel/m:0", "Adam"), unscoped_name("m/dense/kernel:0", "Adam")
+        ('Adam/dense/kernel/m:0', 'Adam/m/dense/kernel:0')
+    """
+    parts = weight_name.split("/")
+    if optimizer_class in parts[:-1]:
+        return "/".join(parts[parts.index(optimizer_class):])
+    return f"{optimizer_class}/{weight_name}"
 
 
 # A TensorFlow checkpoint of a tf.keras 2.11+ optimizer lists its state as "optimizer/_variables/N"

@@ -23,13 +23,18 @@ import numpy as np
 from .rules import table
 
 
+def fits(saved_shape: tuple, shape: tuple) -> bool:
+    """Whether an array of ``saved_shape`` goes into a variable of ``shape`` (equal but for axes of size 1)."""
+    return [int(d) for d in saved_shape if d != 1] == [int(d) for d in shape if d != 1]
+
+
 def fit_shape(array, shape: tuple, name: str):
     """``array`` in ``shape`` when it differs only by axes of size 1; ValueError naming ``name`` otherwise."""
     array = np.asarray(array)
     shape = tuple(int(d) for d in shape)
     if array.shape == shape:
         return array
-    if [d for d in array.shape if d != 1] == [d for d in shape if d != 1]:
+    if fits(array.shape, shape):
         return array.reshape(shape)
     raise ValueError(f"{name}: the file's array has shape {array.shape}, the layer's variable {shape}")
 
