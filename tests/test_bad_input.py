@@ -291,3 +291,39 @@ def test_a_savedmodel_from_pytorch_without_torch_xla_says_what_is_missing(tmp_pa
     out = run_python(["-c", code, str(tmp_path / "served")], backend="torch")
     assert out.stdout.strip().splitlines()[-1].startswith(f"{tmp_path / 'served'}: expected torch_xla"), out.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_graph_only_savedmodel_runs_nothing_in_safe_mode(tmp_path):
+    """A SavedModel with no Keras model whose resource initializer writes a file: loading it would run that
+    write inside TensorFlow, so safe mode refuses it (nothing is written); safe_mode=False is the caller's trust."""
+    pytest.importorskip("tensorflow")
+    from conftest import run_python
+
+    marker = tmp_path / "marker"
+    code = f"""
+import tensorflow as tf
+class Resource(tf.saved_model.experimental.TrackableResource):
+    def _create_resource(self):
+        return tf.raw_ops.VarHandleOp(dtype=tf.float32, shape=[], shared_name="")
+    def _initialize(self):
+        tf.io.write_file({str(marker)!r}, "ran")  # what a hostile file would do at load time
+class Module(tf.Module):
+    def __init__(self):
+        self.resource, self.w = Resource(), tf.Variable(2.0)
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def serve(self, x):
+        return {{"y": x * self.w}}
+module = Module()
+tf.saved_model.save(module, {str(tmp_path / "hostile")!r}, signatures={{"serving_default": module.serve}})
+"""
+    run_python(code, backend="tensorflow")
+    assert not marker.exists()
+    for call in (lambda: ks.load(tmp_path / "hostile"), lambda: ks.load(tmp_path / "hostile", compile=False)):
+        with pytest.raises(errors.UnsafeContentError, match="safe_mode=False") as caught:
+            call()
+        assert str(tmp_path / "hostile") in str(caught.value) and "\n" not in str(caught.value)
+    assert not marker.exists()  # nothing in the file ran
+    proc = run_cli("predict", tmp_path / "hostile", tmp_path / "x.csv")
+    assert proc.returncode != 0 and "safe_mode=False" in proc.stderr and not marker.exists()
+    model = ks.load(tmp_path / "hostile", safe_mode=False)  # trusted by the caller: it runs, as asked
+    assert marker.read_text() == "ran" and np.asarray(model.predict(np.ones((2, 3), "float32"))).tolist() == [[2.0] * 3] * 2

@@ -21,10 +21,20 @@ from rich.table import Table
 from . import errors
 
 EXIT_ERROR = 1
+EXIT_USAGE = 2  # argparse's own code for a bad command line
 EXIT_MISMATCH = 3
+EXIT_PIPE = 128 + 13  # what a shell reports for a command ended by SIGPIPE (`... | head`)
+EXIT_INTERNAL = 70  # sysexits' EX_SOFTWARE: a kerasafe bug, not the user's mistake
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """rich exits with 1 on a closed pipe; kerasafe ends every command there the same way (see main)."""
+        self.quiet = True
+        raise BrokenPipeError
+
+
+out = _Console(highlight=False)
+err = _Console(stderr=True, highlight=False)
 
 
 def _human_bytes(n: int | None) -> str:
@@ -184,9 +194,8 @@ def cmd_upgrade(args) -> int:
 def cmd_train(args) -> int:
     from .pipeline.train import train
 
-    size = tuple(int(v) for v in args.image_size.lower().split("x")) if args.image_size else None
     result = train(
-        args.dataset, args.out, arch=args.arch, image_size=size, color=args.color, channel_order=args.channel_order,
+        args.dataset, args.out, arch=args.arch, image_size=args.image_size, color=args.color, channel_order=args.channel_order,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, augment=args.augment, seed=args.seed,
         label_column=args.label, split=_split_ratios(args.split), quiet=args.quiet, resume=args.resume,
     )
@@ -269,8 +278,46 @@ def cmd_demo(args) -> int:
     return run(args.out, quiet=args.quiet)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors as kerasafe's one line (argparse prints a usage block and the message)."""
+
+    def error(self, message: str):
+        err.print(f"{self.prog}: expected valid arguments, found {message}; see `{self.prog} --help`", markup=False, soft_wrap=True)
+        self.exit(EXIT_USAGE)
+
+
+def _whole_number(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} (a whole number >= {minimum} is expected)") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} (it must be >= {minimum})")
+        return value
+    return parse
+
+
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} (a number > 0 is expected)") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} (it must be a finite number > 0)")
+    return value
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    """``64`` is 64x64; ``64x48`` is 64 high and 48 wide."""
+    parts = text.lower().split("x")
+    if len(parts) in (1, 2) and all(p.strip().isdigit() and 0 < int(p) <= 16384 for p in parts):
+        return (int(parts[0]), int(parts[-1]))
+    raise argparse.ArgumentTypeError(f"{text!r} (HEIGHTxWIDTH such as 64x64, or one number for a square)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kerasafe", description="Save, load, inspect and convert Keras models safely.")
+    parser = _Parser(prog="kerasafe", description="Save, load, inspect and convert Keras models safely.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("inspect", help="describe a model file without loading Keras")
@@ -301,14 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", help="'digits', a CSV file, or an image folder (training/validation/testing or class folders)")
     p.add_argument("--out", required=True, help="run folder: model.keras, history.csv, plot.png, report.txt, checkpoints/")
     p.add_argument("--arch", default="auto", choices=["auto", "mlp", "shallownet", "resnet"])
-    p.add_argument("--image-size", help="HEIGHTxWIDTH, e.g. 64x64 (default: the first image's size)")
+    p.add_argument("--image-size", type=_image_size, help="HEIGHTxWIDTH, e.g. 64x48, or 64 for 64x64 (default: the first image's size)")
     p.add_argument("--color", default="rgb", choices=["rgb", "grayscale"])
     p.add_argument("--channel-order", default="rgb", choices=["rgb", "bgr"], help="bgr: as OpenCV arrays are")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=_whole_number(1), default=10)
+    p.add_argument("--batch-size", type=_whole_number(1), default=32)
+    p.add_argument("--lr", type=_positive_number, default=1e-3)
     p.add_argument("--augment", action="store_true", help="random flips, rotations, shifts and zoom while training")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_whole_number(0), default=0)
     p.add_argument("--label", help="CSV label column (name or index; default: the last column)")
     p.add_argument("--split", default="0.7,0.15,0.15", help="train,val,test fractions for data without training/validation/testing folders")
     p.add_argument("--resume", action="store_true",
@@ -321,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT")
     p.add_argument("--montage", help="write a 4x4 grid of labelled images to this PNG")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--top-k", type=_whole_number(1), default=1)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="accuracy, per-class report and confusion matrix on a data set")
@@ -338,15 +385,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; every outcome is an exit code and at most one line on stderr, never a traceback.
+
+    ``KERASAFE_DEBUG=1`` lets an unexpected exception (a kerasafe bug) raise with its traceback.
+    """
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except errors.KerasafeError as exc:
-        err.print(str(exc), markup=False, soft_wrap=True)
+        err.print(" ".join(str(exc).split()), markup=False, soft_wrap=True)  # one line, whatever the message held
         return EXIT_ERROR
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+    except BrokenPipeError:
+        # The reader went away (`kerasafe inspect --json m.keras | head -c 10`): stop quietly. Python would
+        # report the broken pipe again when it flushes stdout at exit, so stdout is pointed at /dev/null.
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
+    except Exception as exc:
+        if os.environ.get("KERASAFE_DEBUG"):
+            raise
+        text = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
+        err.print(f"kerasafe: expected to finish, found an internal error ({text}); "
+                  "please report it with the command (KERASAFE_DEBUG=1 shows the traceback)", markup=False, soft_wrap=True)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -38,6 +38,52 @@ def _version() -> str:
         return "0+unknown"
 
 
+# The preprocessing keys kerasafe itself reads (predict, serve), each with a check and what it must be;
+# other keys are the user's own and stored as given.
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+
+
+def _is_size(v) -> bool:
+    return isinstance(v, list | tuple) and len(v) == 2 and all(type(d) is int and 0 < d <= 1 << 16 for d in v)
+
+
+def _is_number(v) -> bool:
+    return type(v) in (int, float) and v == v and abs(v) != float("inf")
+
+
+PREPROCESSING_KEYS = {
+    "kind": (lambda v: v in ("image", "table"), "'image' or 'table'"),
+    "size": (_is_size, "[height, width] as two whole numbers > 0"),
+    "color_mode": (lambda v: v in ("rgb", "grayscale"), "'rgb' or 'grayscale'"),
+    "channel_order": (lambda v: v in ("rgb", "bgr"), "'rgb' or 'bgr'"),
+    "interpolation": (lambda v: v in INTERPOLATIONS, f"one of {', '.join(INTERPOLATIONS)}"),
+    "scale": (_is_number, "a finite number"),
+    "columns": (lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v), "a list of column names"),
+    "label_column": (lambda v: isinstance(v, str), "a column name"),
+    "label_index": (lambda v: type(v) is int and v >= 0, "a whole number >= 0"),
+}
+# What each kind needs for kerasafe to decode an input with it.
+PREPROCESSING_NEEDS = {"image": ("size", "color_mode"), "table": ("columns",)}
+
+
+def check_preprocessing(preprocessing: dict, path=None, advice: str = "pass e.g. preprocessing={'size': [64, 64], ...}") -> None:
+    """Raise a KerasafeError naming the first key kerasafe reads whose value it cannot use.
+
+    Example:
+        >>> check_preprocessing({"kind": "image", "size": [64, 64], "color_mode": "rgb"})
+        >>> check_preprocessing({"size": "big"})
+        Traceback (most recent call last):
+        ...
+        kerasafe.errors.KerasafeError: <input>: expected preprocessing 'size' as [height, width] as two whole numbers > 0, found 'big'; pass e.g. preprocessing={'size': [64, 64], ...}
+    """
+    for key, (ok, wanted) in PREPROCESSING_KEYS.items():
+        if key in preprocessing and not ok(preprocessing[key]):
+            raise errors.KerasafeError(path, f"preprocessing '{key}' as {wanted}", repr(preprocessing[key])[:80], advice)
+    missing = [k for k in PREPROCESSING_NEEDS.get(preprocessing.get("kind"), ()) if k not in preprocessing]
+    if missing:
+        raise errors.KerasafeError(path, f"preprocessing of kind {preprocessing['kind']!r} with '{missing[0]}'", "none", advice)
+
+
 def check_user_fields(labels, preprocessing, metadata) -> tuple[list | None, dict | None, dict | None]:
     """Validate the three user-supplied fields; return JSON-clean copies."""
     if labels is not None:
@@ -59,6 +105,8 @@ def check_user_fields(labels, preprocessing, metadata) -> tuple[list | None, dic
             raise errors.KerasafeError(
                 None, f"{name} that JSON can hold", str(exc), "use only str, numbers, bool, None, lists and dicts"
             ) from None
+    if out[1] is not None:
+        check_preprocessing(out[1])
     return out[0], out[1], out[2]
 
 

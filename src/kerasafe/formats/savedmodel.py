@@ -70,6 +70,13 @@ class SavedModelFormat(Format):
         if not embedded_model(path).is_file():
             if (path / "keras_metadata.pb").is_file():
                 return self._read_tf_keras(path, compile=compile, safe_mode=safe_mode, custom_objects=custom_objects)
+            if safe_mode:
+                # Loading a graph-only SavedModel runs its graph (resource initializers, any op it holds,
+                # file writes included) inside TensorFlow: that is code from the file.
+                raise errors.UnsafeContentError(
+                    path, "a SavedModel that holds a Keras model (read as data, nothing in it runs)",
+                    "a TensorFlow graph only (no Keras metadata): loading it runs that graph's initializers",
+                    "pass safe_mode=False only if you trust where it came from")
             return ServingModel.load(path), None
         return KerasZipFormat().read(self._embedded(path), compile=compile, safe_mode=safe_mode, custom_objects=custom_objects)
 

@@ -23,10 +23,10 @@ import pathlib
 import numpy as np
 
 from .. import errors
+from ..manifest import INTERPOLATIONS
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 SPLITS = ("training", "validation", "testing")
-INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
 
 
 @dataclasses.dataclass
@@ -74,11 +74,14 @@ def image_preprocessing(size, *, color_mode="rgb", channel_order="rgb", interpol
 def decode_image(path, preprocessing: dict) -> np.ndarray:
     """Pixels of one image file as the model expects them: (height, width, channels) float32, 0-255.
 
-    Raises :class:`kerasafe.errors.CorruptFileError` for a file Pillow cannot read.
+    Raises :class:`kerasafe.errors.FileMissingError` for a path that is not a file and
+    :class:`kerasafe.errors.CorruptFileError` for a file Pillow cannot read.
     """
     from PIL import Image, UnidentifiedImageError
 
     path = pathlib.Path(path)
+    if not path.is_file():
+        raise errors.FileMissingError(path, "an image file", "no such file" if not path.exists() else "a folder", "check the path")
     try:
         with Image.open(path) as im:
             im = im.convert("L" if preprocessing["color_mode"] == "grayscale" else "RGB")
@@ -162,6 +165,9 @@ def _image_folder(root: pathlib.Path, *, image_size, color, channel_order, inter
             root, "class folders (training/<class>/..., or <class>/... directly)", "no sub-folders", "arrange images one folder per class"
         )
     labels = [c.name for c in classes]
+    if len(labels) < 2:
+        raise errors.KerasafeError(class_root, "at least two class folders (one folder of images per class)", f"only '{labels[0]}'",
+                                   "add a folder for every class the model is to tell apart")
     size = image_size or _first_image_size(class_root)
     preprocessing = image_preprocessing(size, color_mode=color, channel_order=channel_order, interpolation=interpolation)
     if presplit:
@@ -171,9 +177,22 @@ def _image_folder(root: pathlib.Path, *, image_size, color, channel_order, inter
     return _split(x, y, labels, preprocessing, str(root), seed, ratios)
 
 
+def _csv_rows(path: pathlib.Path) -> list[list[str]]:
+    """The non-empty rows of a CSV file; a file that is not UTF-8 text (an image, say) is named as such."""
+    if not path.is_file():
+        raise errors.FileMissingError(path, "a CSV file", "no such file" if not path.exists() else "a folder", "check the path")
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return [r for r in csv.reader(f) if r]
+    except UnicodeDecodeError as exc:
+        raise errors.CorruptFileError(path, "a CSV text file (UTF-8)", f"binary data (byte {exc.start} is not text)",
+                                      "pass the CSV file of rows the model was trained on") from None
+    except csv.Error as exc:
+        raise errors.CorruptFileError(path, "a CSV text file", f"unreadable CSV ({exc})", "check the file") from None
+
+
 def _csv(path: pathlib.Path, *, label_column, seed, ratios) -> Dataset:
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.reader(f) if r]
+    rows = _csv_rows(path)
     if len(rows) < 2:
         raise errors.KerasafeError(path, "a CSV file with rows of data", f"{len(rows)} rows", "check the file")
     has_header = not _all_numeric(rows[0])
@@ -203,6 +222,9 @@ def _csv(path: pathlib.Path, *, label_column, seed, ratios) -> Dataset:
             ) from None
         targets.append(row[label_index].strip())
     labels = sorted(set(targets), key=lambda t: (not _is_number(t), float(t) if _is_number(t) else 0.0, t))
+    if len(labels) < 2:
+        raise errors.KerasafeError(path, f"at least two classes in label column '{header[label_index]}'",
+                                   f"only {labels[0]!r}" if labels else "none", "a classifier needs examples of every class it is to tell apart")
     index = {name: i for i, name in enumerate(labels)}
     x = np.asarray(features, dtype=np.float32)
     y = np.asarray([index[t] for t in targets], dtype=np.int64)
@@ -225,8 +247,7 @@ def _all_numeric(row) -> bool:
 def read_table(path, preprocessing: dict) -> np.ndarray:
     """Feature rows of a CSV file in the column order the model was trained with."""
     path = pathlib.Path(path)
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.reader(f) if r]
+    rows = _csv_rows(path)
     columns = preprocessing["columns"]
     if rows and not _all_numeric(rows[0]):
         header, body = rows[0], rows[1:]

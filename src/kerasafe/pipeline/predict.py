@@ -14,11 +14,12 @@ import warnings
 
 import numpy as np
 
-from .. import api, errors
+from .. import api, errors, manifest
 from . import reports
 from .data import IMAGE_SUFFIXES, decode_image, image_preprocessing, load_dataset, read_table
 
 BATCH = 256  # files decoded and predicted together: thousands of images, a handful of predict calls
+MONTAGE_TILES = 16  # a 4x4 grid
 
 
 def _model_and_preprocessing(model_path):
@@ -33,6 +34,12 @@ def _model_and_preprocessing(model_path):
         warnings.warn(f"{model_path}: no preprocessing recorded; decoding images to {shape} from the model's input", stacklevel=3)
     if preprocessing is None:
         raise errors.KerasafeError(model_path, "a model with preprocessing recorded (saved by kerasafe)", "none", "save it with ks.save(..., preprocessing=...)")
+    # The file's own record is input like any other: a value predict cannot use is named, not tripped over.
+    advice = "save the model again with ks.save(..., preprocessing=...) holding kerasafe's keys"
+    if not isinstance(preprocessing, dict) or preprocessing.get("kind") not in manifest.PREPROCESSING_NEEDS:
+        found = repr(preprocessing.get("kind")) if isinstance(preprocessing, dict) else type(preprocessing).__name__
+        raise errors.KerasafeError(model_path, "preprocessing of kind 'image' or 'table'", found, advice)
+    manifest.check_preprocessing(preprocessing, model_path, advice)
     if preprocessing["kind"] == "image" and shape is not None and shape[-1] not in (1, 3):
         raise errors.KerasafeError(
             model_path, "a model that takes 1 (grayscale) or 3 (rgb) channels", f"an input of {shape[-1]} channels",
@@ -83,7 +90,8 @@ def predict(model_path, inputs, *, top_k: int = 1, montage=None) -> tuple[list[d
     """Predict every input; return ``(results, failures)`` where failures are ``(input, message)``.
 
     Results are ``{"input", "label", "score", "top"}``; a model without labels names
-    classes by index. With ``montage``, up to 16 image inputs are drawn as a 4x4 grid.
+    classes by index. With ``montage``, the first 16 image inputs are drawn as a 4x4 grid (a warning
+    says so when there are more); a table model refuses ``montage``.
     """
     model, labels, preprocessing = _model_and_preprocessing(model_path)
     n_out = int(model.outputs[0].shape[-1])
@@ -94,6 +102,9 @@ def predict(model_path, inputs, *, top_k: int = 1, montage=None) -> tuple[list[d
             stacklevel=2,
         )
     names = labels or [str(i) for i in range(n_out)]
+    if montage is not None and preprocessing["kind"] != "image":
+        raise errors.UnsupportedOperationError(model_path, "an image model for --montage (a grid of the input images)",
+                                               f"a model of {preprocessing['kind']} rows", "leave out --montage")
     files = _gather(inputs, preprocessing["kind"])
     results: list[dict] = []
     failures: list[tuple[str, str]] = []
@@ -101,7 +112,7 @@ def predict(model_path, inputs, *, top_k: int = 1, montage=None) -> tuple[list[d
         for path in files:
             try:
                 rows = read_table(path, preprocessing)
-            except (errors.KerasafeError, OSError, UnicodeDecodeError) as exc:
+            except (errors.KerasafeError, OSError) as exc:
                 failures.append((str(path), str(exc)))
                 continue
             for line, row in enumerate(_rows(model.predict(rows, batch_size=BATCH, verbose=0), names, top_k), start=1):
@@ -111,7 +122,9 @@ def predict(model_path, inputs, *, top_k: int = 1, montage=None) -> tuple[list[d
         probabilities = model.predict(pixels, batch_size=BATCH, verbose=0)
         results.extend({"input": str(p), **row} for p, row in zip(kept, _rows(probabilities, names, top_k)))
     if montage is not None and results:
-        tiles = [(pathlib.Path(r["input"]), f"{r['label']} {r['score']:.2f}", r["index"]) for r in results[:16]]
+        if len(results) > MONTAGE_TILES:
+            warnings.warn(f"{montage}: the montage shows the first {MONTAGE_TILES} of {len(results)} predictions", stacklevel=2)
+        tiles = [(pathlib.Path(r["input"]), f"{r['label']} {r['score']:.2f}", r["index"]) for r in results[:MONTAGE_TILES]]
         reports.write_montage(pathlib.Path(montage), tiles, len(names))
     return results, failures
 

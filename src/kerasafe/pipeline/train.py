@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+import shutil
 
 import numpy as np
 
@@ -95,13 +96,31 @@ def train(dataset, out_dir, *, arch="auto", image_size=None, color="rgb", channe
 
     Training goes through ``ks.fit``: every epoch is checkpointed in ``out_dir/checkpoints``
     and, with ``resume=True``, a run that stopped (crash, kill, or fewer epochs) continues
-    from its newest checkpoint and ends as an uninterrupted run would have.
+    from its newest checkpoint and ends as an uninterrupted run would have. An error
+    before the first checkpoint leaves no run folder behind (one that existed stays).
     """
+    out = pathlib.Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise errors.WrongKindOfPathError(out, "a folder for the run (--out)", "a file", "choose another --out; the file is left as it is")
+    made = not out.exists()
+    try:
+        return _train(dataset, out, arch=arch, image_size=image_size, color=color, channel_order=channel_order,
+                      interpolation=interpolation, epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, seed=seed,
+                      label_column=label_column, split=split, quiet=quiet, resume=resume)
+    except BaseException:
+        # A run folder this call made and no checkpoint was committed to is only debris; one with a
+        # checkpoint is what --resume continues from, so it stays.
+        if made and out.is_dir() and not store.committed(out / "checkpoints"):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _train(dataset, out: pathlib.Path, *, arch, image_size, color, channel_order, interpolation, epochs, batch_size, lr,
+           augment, seed, label_column, split, quiet, resume) -> TrainResult:
     from ..checkpoint.resume import fit as checkpointed_fit
 
     keras = _keras.keras()
     _keras.set_random_seed(seed)
-    out = pathlib.Path(out_dir)
     ds = load_dataset(dataset, image_size=image_size, color=color, channel_order=channel_order,
                       interpolation=interpolation, label_column=label_column, seed=seed, ratios=split)
     model = build(arch, ds, augment=augment)
