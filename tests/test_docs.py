@@ -14,7 +14,8 @@ MODULES = [
     "kerasafe.checkpoint.store", "kerasafe.checkpoint.policy", "kerasafe.checkpoint.callback", "kerasafe.checkpoint.resume",
     "kerasafe.checkpoint.writer", "kerasafe.formats.keras_zip", "kerasafe.formats.tf_checkpoint", "kerasafe.legacy.upgrade",
     "kerasafe.legacy.tf_ops", "kerasafe.legacy.optimizers", "kerasafe._keras_direct", "kerasafe.formats._direct",
-    "kerasafe.formats.safetensors_format",
+    "kerasafe.formats.safetensors_format", "kerasafe.formats.guard", "kerasafe.formats.tf_optimizer_state",
+    "kerasafe.scanning", "kerasafe.scanning.findings", "kerasafe.scanning.config_rules", "kerasafe.scanning.formats",
 ]
 
 

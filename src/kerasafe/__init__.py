@@ -28,6 +28,7 @@ _EXPORTS = {
     "convert": "api",
     "inspect": "inspection",
     "verify": "inspection",
+    "scan": "scanning",
     "Checkpoint": "checkpoint.callback",
     "restore": "checkpoint.callback",
     "fit": "checkpoint.resume",

@@ -14,6 +14,8 @@ from . import _keras, errors, formats, storage
 from . import manifest as manifest_mod
 from .formats import architecture
 from .formats.base import ARCHITECTURE, WEIGHTS
+from .formats.guard import reading
+from .formats.savedmodel import ServingModel
 
 
 def _check_model(model, what: str) -> None:
@@ -89,13 +91,34 @@ def save_weights(model, path, *, format=None) -> pathlib.Path:
     return _write(fmt, model, path, manifest, weights_only=True, include_optimizer=True)
 
 
-def load(path, *, weights=None, compile=True, safe_mode=True, custom_objects=None):
+def _vet(path, trusted) -> bool:
+    """Scan ``path`` (ks.scan); refuse it unless every finding is one the caller trusts by name.
+
+    Returns whether a trusted finding needs code from the file to run (Lambda bytecode, a TensorFlow graph).
+    """
+    from .scanning import scan
+
+    report = scan(path, trusted=trusted)
+    if report["verdict"] != "safe":
+        left = [f for f in report["findings"] if f["severity"] in ("high", "error") and not f["trusted"]]
+        listed = "; ".join(f"{f['rule']} {f['location']}: {f['message']}" + (f" [trust {f['trust']!r}]" if f["trust"] else "")
+                           for f in left[:5])
+        raise errors.UnsafeContentError(report["path"], "a file whose findings are all names you trust",
+                                        f"{len(left)} other finding(s): {listed}",
+                                        "pass those names in trusted=[...] if you vouch for them, or do not load the file")
+    return any(f["trusted"] and f["rule"] in ("KS101", "KS105") for f in report["findings"])
+
+
+def load(path, *, weights=None, compile=True, safe_mode=True, custom_objects=None, trusted=None):
     """Load a model from any supported file or SavedModel directory, judged by content.
 
     ``weights=`` joins an architecture (``.json``/``.yaml``) or a model with a
     weights file of any supported kind. The result carries ``model.kerasafe``
     (labels, preprocessing, metadata, writer facts). ``safe_mode=True`` refuses
-    anything that would run code from the file.
+    anything that would run code from the file. ``trusted=[names]`` scans the file
+    first (:func:`kerasafe.scan`) and loads it only if every finding is a name in
+    the list (``"mypackage.MyLayer"``, ``"Lambda"``, ``"tensorflow-graph"``); the
+    error of a refused file lists the rest.
 
     Example:
         >>> import keras, kerasafe as ks, tempfile, os
@@ -106,7 +129,13 @@ def load(path, *, weights=None, compile=True, safe_mode=True, custom_objects=Non
         8
     """
     p, fmt = formats.locate(path, "a saved model")
-    model, manifest = fmt.read(p, compile=compile, safe_mode=safe_mode, custom_objects=custom_objects)
+    if trusted is not None and _vet(path, trusted):
+        safe_mode = False  # the caller trusts by name the code this file carries
+    with reading(p, f"a readable {fmt.description}"):
+        model, manifest = fmt.read(p, compile=compile, safe_mode=safe_mode, custom_objects=custom_objects)
+    if not isinstance(model, (_keras.keras().Model, ServingModel)):
+        raise errors.CorruptFileError(p, "a model (Sequential, Functional or a Model subclass)", f"a {type(model).__name__}",
+                                      "pass the file of a whole model; a layer's config alone is no model")
     if weights is not None:
         weights_manifest = _load_weights_into(model, weights, by_name=False, skip_mismatch=False)
         manifest = manifest or weights_manifest
@@ -124,7 +153,8 @@ def _load_weights_into(model, path, *, by_name: bool, skip_mismatch: bool) -> di
     if not model.built:
         raise errors.KerasafeError(p, "a built model to receive weights", "an unbuilt model", "call the model on data or model.build(shape) first")
     _keras.ensure_optimizer_built(model)
-    return fmt.read_weights(model, p, by_name=by_name, skip_mismatch=skip_mismatch)
+    with reading(p, f"a readable {fmt.description} that fits the model"):
+        return fmt.read_weights(model, p, by_name=by_name, skip_mismatch=skip_mismatch)
 
 
 def load_weights(model, path, *, by_name=False, skip_mismatch=False):

@@ -151,6 +151,42 @@ def cmd_verify(args) -> int:
     return 0
 
 
+def _sarif(reports: list[dict]) -> dict:
+    """SARIF 2.1.0, the format code-scanning tools read: one run, a result per finding."""
+    from .scanning import RULES
+
+    levels = {"high": "error", "error": "error", "medium": "warning"}
+    rules = [{"id": rule, "name": name, "shortDescription": {"text": name}, "help": {"text": advice},
+              "defaultConfiguration": {"level": levels.get(severity, "note")}} for rule, (severity, name, advice) in RULES.items()]
+    results = [{"ruleId": f["rule"], "level": "note" if f["trusted"] else levels.get(f["severity"], "note"),
+                "message": {"text": f"{f['message']} ({f['location']})"},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": pathlib.Path(r["path"]).resolve().as_uri()}},
+                               "logicalLocations": [{"fullyQualifiedName": f["location"]}]}]}
+               for r in reports for f in r["findings"]]
+    return {"version": "2.1.0", "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+            "runs": [{"tool": {"driver": {"name": "kerasafe scan", "rules": rules}}, "results": results}]}
+
+
+def cmd_scan(args) -> int:
+    from .scanning import VERDICT_EXIT, scan
+
+    reports = [scan(path, trusted=args.trust) for path in args.files]
+    if args.json:
+        print(json.dumps(reports if len(reports) > 1 else reports[0]))
+    elif args.sarif:
+        print(json.dumps(_sarif(reports)))
+    else:
+        for report in reports:
+            colour = {"safe": "green", "unsafe": "red", "inconclusive": "yellow"}[report["verdict"]]
+            out.print(f"{report['path']}: [{colour}]{report['verdict']}[/{colour}] ({report['format'] or 'unknown format'}, "
+                      f"sha256 {(report['sha256'] or '?')[:16]}...)", soft_wrap=True)
+            for f in report["findings"]:
+                mark = " (trusted)" if f["trusted"] else ""
+                out.print(f"  {f['rule']} {f['severity']}{mark} {f['location']}: {f['message']}", markup=False, soft_wrap=True)
+    verdicts = {r["verdict"] for r in reports}
+    return VERDICT_EXIT["unsafe"] if "unsafe" in verdicts else VERDICT_EXIT["inconclusive"] if "inconclusive" in verdicts else 0
+
+
 def cmd_convert(args) -> int:
     from .api import convert
     from .formats import detect, locate
@@ -330,6 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("scan", help="is it safe to load? findings and a verdict, without loading (exit 0 safe, 1 unsafe, 2 inconclusive)")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="the report as JSON (a list for several files)")
+    shape.add_argument("--sarif", action="store_true", help="SARIF 2.1.0 for code-scanning tools")
+    p.add_argument("--trust", nargs="+", default=[], metavar="NAME", help="accept findings of these names (e.g. mypackage.MyLayer)")
+    p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser("convert", help="convert between any two formats")
     p.add_argument("src")

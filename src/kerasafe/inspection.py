@@ -13,6 +13,7 @@ from __future__ import annotations
 import pathlib
 
 from . import formats
+from .formats.guard import reading
 
 # inspect() checks hashes itself for files up to this size; larger ones are left to
 # verify(), so that inspect stays a header read even for gigabytes.
@@ -27,6 +28,24 @@ def _size(path: pathlib.Path) -> int:
     return path.stat().st_size
 
 
+def _text_or_none(value) -> str | None:
+    return None if value is None else str(value)[:200]
+
+
+def _clean_layers(rows) -> list[dict]:
+    """Layer rows as every consumer expects them (a config from a file may hold any JSON where a name goes)."""
+    out = []
+    for row in rows if isinstance(rows, list) else []:
+        if not isinstance(row, dict):
+            continue
+        shape = row.get("output_shape")
+        params = row.get("params")
+        out.append({"name": _text_or_none(row.get("name")), "class": _text_or_none(row.get("class")),
+                    "output_shape": [d if type(d) is int else None for d in shape] if isinstance(shape, list | tuple) else None,
+                    "params": params if type(params) is int else None})
+    return out
+
+
 def verify(path) -> dict:
     """Re-hash every member the file recorded; ``{"ok": bool|None, "members": {...}}``.
 
@@ -39,7 +58,8 @@ def verify(path) -> dict:
         True
     """
     p, fmt = formats.locate(path, "a model file")
-    members = fmt.verify(p)
+    with reading(p, f"a readable {fmt.description}"):
+        members = fmt.verify(p)
     ok = None if not members else all(v == "ok" for v in members.values())
     return {"path": str(p), "ok": ok, "members": members}
 
@@ -58,10 +78,14 @@ def inspect(path, *, verify_hashes: bool | None = None) -> dict:
         ('safetensors', ['a', 'b'], ['Dense'])
     """
     p, fmt = formats.locate(path, "a model file")
-    result = fmt.inspect(p)
-    result["file_bytes"] = _size(p)
-    check = result["file_bytes"] <= AUTO_VERIFY_BYTES if verify_hashes is None else verify_hashes
-    if check and result["hashes"]["recorded"]:
-        members = fmt.verify(p)
-        result["hashes"].update(checked=True, members=members, ok=all(v == "ok" for v in members.values()))
+    with reading(p, f"a readable {fmt.description}"):
+        result = fmt.inspect(p)
+        result["layers"] = _clean_layers(result.get("layers"))
+        for key in ("keras_version", "backend", "created"):  # from a config or an old file's attributes: any JSON
+            result[key] = _text_or_none(result.get(key))
+        result["file_bytes"] = _size(p)
+        check = result["file_bytes"] <= AUTO_VERIFY_BYTES if verify_hashes is None else verify_hashes
+        if check and result["hashes"]["recorded"]:
+            members = fmt.verify(p)
+            result["hashes"].update(checked=True, members=members, ok=all(v == "ok" for v in members.values()))
     return result

@@ -225,15 +225,74 @@ def dumps(manifest: dict) -> str:
     return json.dumps(manifest, sort_keys=True)
 
 
+def _whole(v) -> bool:
+    return type(v) is int and v >= 0
+
+
+def _list_of(kinds):
+    return lambda v: isinstance(v, list) and all(isinstance(x, kinds) for x in v)
+
+
+def _mapping_of(check):
+    return lambda v: isinstance(v, dict) and all(isinstance(k, str) and check(x) for k, x in v.items())
+
+
+def _layer_row(v) -> bool:
+    return isinstance(v, dict) and all(isinstance(v.get(k), kinds) for k, kinds in (
+        ("name", (str, type(None))), ("class", (str, type(None))), ("params", (int, type(None))), ("output_shape", (list, type(None)))))
+
+
+# What each manifest field kerasafe reads must be (None is always allowed): a stored manifest is
+# checked against this once, when it is read, so nothing later trips over a value of another type.
+MANIFEST_FIELDS = {
+    "kerasafe_manifest": (_whole, "a whole number"),
+    "kerasafe_version": (lambda v: isinstance(v, str), "text"),
+    "keras_version": (lambda v: isinstance(v, str), "text"),
+    "backend": (lambda v: isinstance(v, str), "text"),
+    "created": (lambda v: isinstance(v, str), "text"),
+    "labels": (_list_of((str, int)), "a list of class names"),
+    "preprocessing": (lambda v: isinstance(v, dict), "an object"),
+    "metadata": (lambda v: isinstance(v, dict), "an object"),
+    "optimizer": (lambda v: isinstance(v, dict), "an object"),
+    "compile_config": (lambda v: isinstance(v, dict), "an object"),
+    "architecture": (lambda v: isinstance(v, dict), "an object"),
+    "checkpoint": (lambda v: isinstance(v, dict), "an object"),
+    "hashes": (_mapping_of(lambda x: isinstance(x, str)), "an object of hash texts"),
+    "dtypes": (_mapping_of(_whole), "an object of counts"),
+    "weights_bytes": (_whole, "a whole number"),
+    "params": (_mapping_of(lambda x: x is None or _whole(x)), "an object of counts"),
+    "layers": (lambda v: isinstance(v, list) and all(_layer_row(x) for x in v), "a list of layer rows"),
+}
+
+
 def loads(text: str | bytes, path) -> dict:
-    """Parse a stored manifest; a damaged one is a CorruptFileError naming ``path``."""
-    try:
-        value = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise errors.CorruptFileError(path, "a JSON kerasafe manifest", f"unreadable text ({exc})", "save the model again") from None
-    if not isinstance(value, dict):
-        raise errors.CorruptFileError(path, "a JSON object as kerasafe manifest", type(value).__name__, "save the model again")
-    return value
+    """Parse a stored manifest; a damaged one, or one with a field of another type, is a CorruptFileError naming ``path``.
+
+    Example:
+        >>> loads('{"labels": "cat"}', "m.keras")
+        Traceback (most recent call last):
+        ...
+        kerasafe.errors.CorruptFileError: m.keras: expected kerasafe manifest field 'labels' as a list of class names, found 'cat'; the file's record is damaged: save the model again
+    """
+    from .formats.guard import json_value
+
+    return checked(json_value(text, path, "the kerasafe manifest"), path)
+
+
+def checked(manifest: dict, path) -> dict:
+    """``manifest`` (stored in a file, however it was parsed) once every field kerasafe reads has its type."""
+    for key, (ok, wanted) in MANIFEST_FIELDS.items():
+        if manifest.get(key) is not None and not ok(manifest[key]):
+            raise errors.CorruptFileError(path, f"kerasafe manifest field '{key}' as {wanted}", repr(manifest[key])[:80],
+                                          "the file's record is damaged: save the model again")
+    checkpoint = manifest.get("checkpoint") or {}
+    for key in ("step", "epoch", "batch"):
+        if checkpoint.get(key) is not None and not _whole(checkpoint[key]):
+            raise errors.CorruptFileError(path, f"kerasafe manifest field 'checkpoint.{key}' as a whole number", repr(checkpoint[key])[:80],
+                                          "the file's record is damaged: save the model again")
+    if checkpoint.get("value") is not None and not _is_number(checkpoint["value"]):
+        checkpoint["value"] = None  # a monitored value that is no number: shown as none
+    return manifest
 
 
 def _freeze(value):

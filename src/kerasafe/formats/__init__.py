@@ -18,6 +18,7 @@ import warnings
 from .. import errors
 from .architecture import JsonFormat, YamlFormat
 from .base import ARCHITECTURE, MODEL, WEIGHTS, Format
+from .guard import reading
 from .hdf5_model import HDF5ModelFormat
 from .hdf5_weights import Keras3WeightsFormat, LegacyWeightsFormat
 from .keras_zip import KerasZipFormat
@@ -54,7 +55,8 @@ def locate(path, expected: str) -> tuple[pathlib.Path, Format]:
     """The path to read and its format; a TensorFlow checkpoint is named by its prefix, which is no file."""
     from .. import storage
 
-    prefix = resolve_prefix(path)
+    with reading(path, expected):  # a checkpoint's state file names the prefix: any text may be there
+        prefix = resolve_prefix(path)
     if prefix is not None:
         return prefix, TF_CHECKPOINT
     p = storage.existing_path(path, expected)
@@ -74,9 +76,10 @@ def detect(path: pathlib.Path) -> Format:
         )
     with open(path, "rb") as f:
         head = f.read(_HEAD)
-    for fmt in FORMATS:
-        if not fmt.is_directory and fmt.recognise(path, head):
-            return fmt
+    with reading(path, "a Keras model file"):  # recognising opens HDF5 and zip files: their errors too
+        for fmt in FORMATS:
+            if not fmt.is_directory and fmt.recognise(path, head):
+                return fmt
     from ._hdf5 import is_hdf5
 
     if is_hdf5(head):

@@ -125,6 +125,10 @@ class DatasetRef:
     nbytes: int
 
 
+# Nested models nest Keras's groups a few levels each; no real file comes near this.
+MAX_DEPTH = 64
+
+
 def layout(h5: h5py.File, length: int, path, groups: set | None = None) -> dict[str, DatasetRef]:
     """Every dataset of ``h5`` with where its bytes are, each checked to lie inside its ``length`` bytes.
 
@@ -141,6 +145,9 @@ def layout(h5: h5py.File, length: int, path, groups: set | None = None) -> dict[
     # a second on a model of 2,000 weights.
     def check(raw_name: bytes, info):
         name = raw_name.decode("utf-8", "surrogateescape")
+        if raw_name.count(b"/") >= MAX_DEPTH:  # HDF5 walks each level again for every object below it
+            return errors.CorruptFileError(path, f"groups nested at most {MAX_DEPTH} deep (Keras nests a handful)",
+                                          f"'{name[:60]}...' deeper", "the file is damaged or made to exhaust time; do not load it")
         if info.type == h5py.h5l.TYPE_EXTERNAL:
             filename, target = (v.decode("utf-8", "surrogateescape") for v in h5.id.links.get_val(raw_name))
             return errors.UnsafeContentError(path, "an HDF5 file whose data is all inside it",
@@ -155,6 +162,9 @@ def layout(h5: h5py.File, length: int, path, groups: set | None = None) -> dict[
         if not isinstance(obj, h5py.h5d.DatasetID):
             return
         plist = obj.get_create_plist()
+        if plist.get_layout() == h5py.h5d.VIRTUAL:  # reads other files, or this one again (libhdf5 recurses)
+            return errors.UnsafeContentError(path, "an HDF5 file whose data is all stored in it",
+                                            f"virtual dataset '{name}' assembled from other datasets", "do not load this file")
         if plist.get_external_count():
             return errors.UnsafeContentError(path, "an HDF5 file whose data is all inside it",
                                             f"dataset '{name}' stored in external file {plist.get_external(0)[0].decode(errors='replace')!r}",

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import errors, storage
 from .. import manifest as manifest_mod
+from . import guard
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -55,10 +56,7 @@ def attr_json(obj, name: str, path) -> dict | None:
     text = attr_text(obj, name)
     if text is None:
         return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise errors.CorruptFileError(path, f"JSON in HDF5 attribute '{name}'", "unreadable text", "save the model again") from None
+    return guard.json_value(text, path, f"HDF5 attribute '{name}'")
 
 
 def read_manifest(f: h5py.File, path) -> dict | None:
@@ -95,6 +93,7 @@ def state_hashes(entries) -> dict[str, str]:
 def verify_hashes(path, recorded: dict[str, str]) -> dict[str, str]:
     result: dict[str, str] = {}
     with open_h5(path) as f:
+        reject_external_links(f, path)  # read nothing load would refuse: links, other files, declared sizes
         for name, expected in recorded.items():
             obj = f.get(name)
             if not isinstance(obj, h5py.Dataset):
@@ -119,9 +118,10 @@ def weights_summary(group: h5py.Group) -> tuple[int, int, dict[str, int]]:
 
 def legacy_layer_table(weights_group: h5py.Group) -> list[dict]:
     """Layer table of a Keras 2 style weights group (``layer_names`` + per-layer ``weight_names``)."""
+    from ..legacy.weights import name_list
+
     rows = []
-    for raw in weights_group.attrs.get("layer_names", []):
-        name = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+    for name in name_list(weights_group, "layer_names"):
         g = weights_group.get(name)
         params = 0
         if isinstance(g, h5py.Group):

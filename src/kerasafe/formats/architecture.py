@@ -15,13 +15,51 @@ import yaml
 
 from .. import _keras, errors, legacy
 from .. import manifest as manifest_mod
+from . import guard
 from .base import ARCHITECTURE, Format, apply_manifest, keras_failure, refuse_code, summary
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+# The most nodes a YAML document may expand to through its aliases (a config of 10,000 layers
+# has a few hundred thousand): an alias of an alias of ... (billion laughs) is refused before
+# anything is built from it.
+YAML_NODES = 2_000_000
+
+
+def _check_expansion(root) -> None:
+    """Refuse a YAML node graph whose aliases expand past YAML_NODES nodes, or refer to themselves."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        children = node.value if isinstance(node, yaml.SequenceNode) else \
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+        if done:
+            on_path.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(c)] for c in children)
+            if sizes[id(node)] > YAML_NODES:
+                raise yaml.composer.ComposerError(None, None, f"aliases that expand past {YAML_NODES:,} values", node.start_mark)
+            continue
+        if id(node) in sizes:
+            continue
+        if id(node) in on_path:
+            raise yaml.composer.ComposerError(None, None, "an alias that contains itself", node.start_mark)
+        on_path.add(id(node))
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if id(c) not in sizes)
+
+
 class _ArchitectureLoader(_BaseLoader):
-    """SafeLoader plus the one python tag old Keras wrote: a tuple, read as a list."""
+    """SafeLoader plus the one python tag old Keras wrote: a tuple, read as a list; aliases bounded."""
+
+    def get_single_data(self):
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node)
+        return self.construct_document(node)
 
 
 _ArchitectureLoader.add_constructor(
@@ -87,14 +125,15 @@ def parse_yaml(text: str, path=None) -> object:
             "kerasafe never runs code from YAML; remove the tag, or convert the file from a trusted copy",
         ) from None
     except yaml.YAMLError as exc:
-        raise errors.CorruptFileError(path, "YAML text", f"unparseable YAML ({str(exc).splitlines()[0]})", "fix or regenerate the file") from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise errors.CorruptFileError(path, "YAML text", f"unusable YAML ({' '.join(str(problem).split())[:160]})",
+                                      "fix or regenerate the file") from None
+    except RecursionError:
+        raise errors.CorruptFileError(path, "YAML text", "values nested deeper than any model needs", "fix or regenerate the file") from None
 
 
 def parse_json(text: str, path=None) -> object:
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise errors.CorruptFileError(path, "JSON text", f"unparseable JSON ({exc})", "fix or regenerate the file") from None
+    return guard.json_value(text, path, "the architecture file", kind=(dict, list))
 
 
 def split_manifest(config, path=None) -> tuple[dict, dict | None]:
@@ -104,7 +143,7 @@ def split_manifest(config, path=None) -> tuple[dict, dict | None]:
         raise errors.CorruptFileError(path, "a Keras model config with 'class_name'", found, "pass a file written by to_json/to_yaml")
     config = dict(config)
     manifest = config.pop(manifest_mod.MANIFEST_KEY, None)
-    return config, manifest if isinstance(manifest, dict) else None
+    return config, manifest_mod.checked(manifest, path) if isinstance(manifest, dict) else None
 
 
 def model_from_config(config, path=None, *, custom_objects=None, compile=True, safe_mode=True):

@@ -79,7 +79,7 @@ def restore_optimizer(model, f, path, custom_objects, manifest: dict | None) -> 
     values = _keras.legacy_h5().load_optimizer_weights_from_hdf5_group(f)
     _keras.ensure_optimizer_built(model)
     optimizer = model.optimizer
-    names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs.get("weight_names", [])]
+    names = legacy_weights.name_list(group, "weight_names")
     if len(names) != len(values):
         names = [f"array {i}" for i in range(len(values))]
     holder = opt.slot_holder(optimizer)
@@ -315,6 +315,7 @@ class HDF5ModelFormat(Format):
 
     def inspect(self, path):
         with _hdf5.open_h5(path) as f:
+            _hdf5.reject_external_links(f, path)  # inspect walks nothing load would refuse
             config = _hdf5.attr_json(f, "model_config", path)
             result = summary(
                 path, self, keras_version=_hdf5.attr_text(f, "keras_version"), backend=_hdf5.attr_text(f, "backend"), has_architecture=True

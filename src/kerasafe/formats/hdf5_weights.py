@@ -99,6 +99,7 @@ class Keras3WeightsFormat(_WeightsH5):
 
     def inspect(self, path):
         with _hdf5.open_h5(path) as f:
+            _hdf5.reject_external_links(f, path)  # inspect walks nothing load would refuse
             manifest = _hdf5.read_manifest(f, path)
             result = summary(path, self, has_architecture=bool(manifest and manifest.get("architecture")))
             result.update(keras3_weights_overview(f, (manifest or {}).get("architecture")))
@@ -136,6 +137,7 @@ class LegacyWeightsFormat(_WeightsH5):
 
     def inspect(self, path):
         with _hdf5.open_h5(path) as f:
+            _hdf5.reject_external_links(f, path)  # inspect walks nothing load would refuse
             manifest = _hdf5.read_manifest(f, path)
             result = summary(
                 path, self, keras_version=_hdf5.attr_text(f, "keras_version"), backend=_hdf5.attr_text(f, "backend"),

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import datetime
 import io
+import collections
 import json
 import os
 import pathlib
@@ -21,7 +22,7 @@ import zipfile
 
 from .. import _keras, _keras_direct, errors, storage
 from .. import manifest as manifest_mod
-from . import _direct, _hdf5
+from . import _direct, _hdf5, guard
 from .base import MODEL, Format, apply_manifest, keras_failure, refuse_code, summary
 
 CONFIG = "config.json"
@@ -30,6 +31,10 @@ WEIGHTS_H5 = "model.weights.h5"
 WEIGHTS_NPZ = "model.weights.npz"
 MANIFEST = "kerasafe.json"
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+# zipfile never inflates a member past the size the central directory declares, so checking
+# the declared sizes bounds every read (Keras's own included). Model data compresses a few
+# times at most; past 100x, and past 64 MiB, it is a decompression bomb or damage.
+MEMBER_RATIO, MEMBER_FLOOR = 100, 64 << 20
 
 
 def open_archive(path: pathlib.Path) -> zipfile.ZipFile:
@@ -41,6 +46,17 @@ def open_archive(path: pathlib.Path) -> zipfile.ZipFile:
             path, "a .keras zip archive", f"a damaged or truncated zip ({exc})", "the file is incomplete; save the model again"
         ) from None
     names = zf.namelist()
+    for info in zf.infolist():
+        if info.file_size > max(MEMBER_FLOOR, MEMBER_RATIO * info.compress_size):
+            zf.close()
+            raise errors.CorruptFileError(
+                path, f"zip members that inflate at most {MEMBER_RATIO}x (or to {MEMBER_FLOOR >> 20} MiB)",
+                f"member '{info.filename}' declaring {info.file_size:,} bytes from {info.compress_size:,}",
+                "the file is damaged or a decompression bomb; do not load it")
+    if len(names) != len(set(names)):
+        duplicate = next(n for n, count in collections.Counter(names).items() if count > 1)
+        zf.close()  # which copy a reader gets depends on the reader: refuse rather than guess
+        raise errors.CorruptFileError(path, "each zip member once", f"member '{duplicate}' twice", "save the model again")
     for name in names:
         normal = posixpath.normpath(name)
         if name.startswith(("/", "\\")) or normal.startswith("..") or ":" in name.split("/")[0]:
@@ -57,13 +73,24 @@ def open_archive(path: pathlib.Path) -> zipfile.ZipFile:
     return zf
 
 
-def read_member(zf: zipfile.ZipFile, name: str, path) -> bytes:
+def read_member(zf: zipfile.ZipFile, name: str, path, limit: int = guard.TEXT_LIMIT) -> bytes:
+    """A member's bytes, read whole only up to ``limit``: a few hundred compressed bytes can inflate to gigabytes."""
+    info = zf.getinfo(name)
+    too_big = errors.CorruptFileError(path, f"zip member '{name}' of at most {limit:,} bytes",
+                                      f"one that inflates past that (it declares {info.file_size:,})",
+                                      "the file is damaged or made to exhaust memory; do not load it")
+    if info.file_size > limit:
+        raise too_big
     try:
-        return zf.read(name)
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:  # CRC mismatch or truncated data
+        with zf.open(info) as member:  # the declared size can lie: read one byte past the limit at most
+            data = member.read(limit + 1)
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as exc:  # CRC, truncation, method
         raise errors.CorruptFileError(
             path, f"intact zip member '{name}'", f"damaged data ({exc})", "the file is corrupt; save the model again"
         ) from None
+    if len(data) > limit:
+        raise too_big
+    return data
 
 
 def read_manifest(zf: zipfile.ZipFile, path) -> dict | None:
@@ -260,7 +287,7 @@ class KerasZipFormat(Format):
         with open_archive(path) as zf:
             manifest = read_manifest(zf, path)
             config_json = read_member(zf, CONFIG, path)
-            refuse_code(json.loads(config_json), path, safe_mode)
+            refuse_code(guard.json_value(config_json, path, f"zip member '{CONFIG}'"), path, safe_mode)
             if WEIGHTS_H5 in zf.namelist() and zf.getinfo(WEIGHTS_H5).compress_type == zipfile.ZIP_STORED:
                 try:
                     return self._read_direct(zf, path, config_json, manifest, compile, safe_mode, custom_objects), manifest
@@ -313,20 +340,21 @@ class KerasZipFormat(Format):
                     load_keras3_weights(model, DirectWeights(h5, window, path, _member_check(zf, manifest)), path, by_name=by_name, skip_mismatch=skip_mismatch)
                 return manifest
             check_weights_member(zf, path)
-            data = io.BytesIO(read_member(zf, WEIGHTS_H5, path))
+            data = io.BytesIO(read_member(zf, WEIGHTS_H5, path, limit=zf.getinfo(WEIGHTS_H5).file_size))  # checked on opening
         load_keras3_weights(model, data, path, by_name=by_name, skip_mismatch=skip_mismatch)
         return manifest
 
     def inspect(self, path):
         with open_archive(path) as zf:
             manifest = read_manifest(zf, path)
-            meta = json.loads(read_member(zf, METADATA, path)) if METADATA in zf.namelist() else {}
-            config = json.loads(read_member(zf, CONFIG, path))
+            meta = guard.json_value(read_member(zf, METADATA, path), path, f"zip member '{METADATA}'") if METADATA in zf.namelist() else {}
+            config = guard.json_value(read_member(zf, CONFIG, path), path, f"zip member '{CONFIG}'")
             result = summary(path, self, keras_version=meta.get("keras_version"), has_architecture=True)
             if WEIGHTS_H5 in zf.namelist() and not (manifest and manifest.get("layers")):
                 # Stored members are plain bytes inside the zip; h5py reads them through the
                 # member's file object without extracting anything.
                 with weights_h5(zf, path) as (h5, _):
+                    _hdf5.reject_external_links(h5, path)  # inspect walks nothing load would refuse
                     result.update(keras3_weights_overview(h5, config))
             result["optimizer"] = _optimizer_from_config(config)
             result["members"] = {i.filename: i.file_size for i in zf.infolist()}

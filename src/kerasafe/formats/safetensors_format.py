@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import _keras, _keras_direct, errors, storage
 from .. import manifest as manifest_mod
-from . import _direct
+from . import _direct, guard
 from .base import WEIGHTS, Format, apply_manifest, stored_model_to_fill, summary
 
 # Largest header this reader accepts; the format's reference reader uses the same cap.
@@ -65,12 +65,7 @@ def read_header(path) -> tuple[dict, int]:
         length = int.from_bytes(head, "little") if len(head) == 8 else -1
         if not 0 < length <= min(_MAX_HEADER, size - 8):
             raise bad(f"a header length of {length:,} in a file of {size:,} bytes")
-        try:
-            header = json.loads(f.read(length))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise bad(f"an unreadable header ({exc})") from None
-    if not isinstance(header, dict):
-        raise bad("a header that is not a JSON object")
+        header = guard.json_value(f.read(length), path, "the safetensors header")
     start = 8 + length
     for name, entry in header.items():
         if name == "__metadata__":

@@ -104,12 +104,14 @@ def keras_metadata_model(path: pathlib.Path, nodes: list | None = None) -> dict:
 
     ``nodes``: its objects (keras_metadata_nodes), when the caller has read them already.
     """
-    import json
+    from .guard import json_value
 
     nodes = keras_metadata_nodes(path) if nodes is None else nodes
     try:
         root = next(n for n in nodes if n.node_path == "root")
-        metadata = _untuple(json.loads(root.metadata))
+        metadata = _untuple(json_value(root.metadata, path, "the Keras metadata of the model"))
+    except errors.KerasafeError:
+        raise
     except StopIteration:
         raise errors.CorruptFileError(path, "Keras metadata with a 'root' object", "none", "the SavedModel is incomplete") from None
     except Exception as exc:  # protobuf DecodeError, JSON errors

@@ -137,16 +137,44 @@ def keras1_weights(class_name: str, names: list[str], values: list, *, channels_
         raise ValueError(f"Keras 1 {class_name} weights {names[:3]}...: no {exc.args[0]}") from None
 
 
-def _names(obj, attr: str) -> list[str]:
-    """An HDF5 name-list attribute; Keras split long ones into ``attr0``, ``attr1``, ... (64 KiB each)."""
-    if attr in obj.attrs:
-        values = list(obj.attrs[attr])
-    else:
-        values, chunk = [], 0
-        while f"{attr}{chunk}" in obj.attrs:
-            values += list(obj.attrs[f"{attr}{chunk}"])
-            chunk += 1
-    return [n.decode() if isinstance(n, bytes) else str(n) for n in values]
+# More names than any model has layers or weights, and longer than any name: a damaged or hostile list.
+MAX_NAMES, MAX_NAME_CHARS = 1_000_000, 4096
+
+
+def name_list(obj, attr: str) -> list[str]:
+    """An HDF5 name-list attribute (``layer_names``, ``weight_names``) as a list of str; ValueError naming what else it holds.
+
+    Keras split long lists into ``attr0``, ``attr1``, ... (64 KiB each). A list must be a
+    1-D array of strings: one string (walked per character), a number or an empty value is refused.
+
+    Example:
+        >>> import h5py, io, numpy as np
+        >>> with h5py.File(io.BytesIO(), "w") as f:
+        ...     f.attrs["layer_names"] = np.array([b"dense", b"out"])
+        ...     name_list(f, "layer_names")
+        ['dense', 'out']
+    """
+    import h5py
+
+    chunks = [attr] if attr in obj.attrs else []
+    while attr not in obj.attrs and f"{attr}{len(chunks)}" in obj.attrs:
+        chunks.append(f"{attr}{len(chunks)}")
+    names: list[str] = []
+    for key in chunks:
+        value = obj.attrs[key]
+        if isinstance(value, np.ndarray) and value.size == 0:
+            continue  # Keras writes a layer without weights as np.array([]) (float64)
+        if isinstance(value, h5py.Empty) or not isinstance(value, np.ndarray) or value.ndim != 1 or value.dtype.kind not in "SOU":
+            raise ValueError(f"attribute '{key}' holds {type(value).__name__} {getattr(value, 'dtype', '')}, not a list of names")
+        if len(names) + len(value) > MAX_NAMES:
+            raise ValueError(f"attribute '{key}' lists more than {MAX_NAMES:,} names")
+        for raw in value:
+            name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+            if len(name) > MAX_NAME_CHARS:
+                raise ValueError(f"attribute '{key}' holds a name of {len(name):,} characters")
+            names.append(name)
+    return names
+
 
 
 def load_h5_layers(model, group, *, by_name: bool = False, skip_mismatch: bool = False, keras_version: str = "2",
@@ -160,7 +188,7 @@ def load_h5_layers(model, group, *, by_name: bool = False, skip_mismatch: bool =
     import warnings
 
     keras1 = keras_version.split(".")[0] == "1"
-    saved = [n for n in _names(group, "layer_names") if n in group and _names(group[n], "weight_names")]
+    saved = [n for n in name_list(group, "layer_names") if n in group and name_list(group[n], "weight_names")]
     # A layer old Keras gave weights that Keras 3 keeps as state counts where the file lists it by name.
     holds = [layer for layer in model.layers if old_order(layer) or (keeps_old_weights_as_state(layer) and layer.name in saved)]
     if by_name:
@@ -173,7 +201,7 @@ def load_h5_layers(model, group, *, by_name: bool = False, skip_mismatch: bool =
         pairs = list(zip(layers, saved))
     skipped, assignments = [], []
     for layer, name in pairs:
-        weight_names = _names(group[name], "weight_names")
+        weight_names = name_list(group[name], "weight_names")
         if not old_order(layer):
             put_state(layer, weight_names, [group[name][w][()] for w in weight_names])
             continue
@@ -186,7 +214,7 @@ def load_h5_layers(model, group, *, by_name: bool = False, skip_mismatch: bool =
             skipped.append(layer.name)
     if "top_level_model_weights" in group:  # a subclassed model's own variables (Keras 3 writes them)
         own = [v for v in model._trainable_variables + model._non_trainable_variables if v in model.weights]
-        names = _names(group["top_level_model_weights"], "weight_names")
+        names = name_list(group["top_level_model_weights"], "weight_names")
         if len(names) != len(own):
             raise ValueError(f"the file has {len(names)} top-level weights, the model {len(own)}")
         assignments += [(v, fit_shape(group["top_level_model_weights"][n][()], v.shape, v.path)) for v, n in zip(own, names)]

@@ -1,0 +1,187 @@
+"""Each kind of hostile or damaged file the fuzzer met, built on purpose, through every reader.
+
+Every builder makes one file of a kind (a bomb, a loop, a forged size, a value of the
+wrong type, ...); every reader (``ks.load``, ``ks.load(arch, weights=)``, ``ks.load_weights``,
+``ks.inspect``, ``ks.verify``, ``kerasafe inspect``, ``kerasafe verify``) runs on it in the fuzz
+worker (a child process under a memory limit and a timeout, with a marker file for code
+execution), and each must return or raise one named ``kerasafe.errors`` line.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+
+from fuzzing import mutators, seeds
+from fuzzing.runner import Runner, findings
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    built = {s.name: s for s in seeds.build(root / "seeds")}
+    marker = root / "marker"
+    architectures = sorted({str(s.architecture) for s in built.values() if s.architecture})
+    with Runner(marker=marker, architectures=architectures) as runner:
+        yield root, built, marker, runner
+
+
+def _zip_with(seed, dst, replace: dict, compression=zipfile.ZIP_DEFLATED, extra=()):
+    with zipfile.ZipFile(seed) as src, zipfile.ZipFile(dst, "w") as out:
+        for info in src.infolist():
+            data = replace.get(info.filename, src.read(info))
+            out.writestr(zipfile.ZipInfo(info.filename), data, compress_type=compression if info.filename in replace else info.compress_type)
+        for name, data in extra:
+            out.writestr(name, data)
+
+
+def _h5(seed, dst, change):
+    shutil.copyfile(seed, dst)
+    with h5py.File(dst, "r+", libver="latest") as f:
+        change(f, dst)
+
+
+def _first_dataset(f) -> str:
+    names = []
+    f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+    return names[0]
+
+
+def _replace_dataset(make):
+    def change(f, dst):
+        name = _first_dataset(f)
+        del f[name]
+        make(f, name, dst)
+    return change
+
+
+def _deep_groups(f, dst):
+    group = f["/"]
+    for _ in range(2500):
+        group = group.create_group("g")
+
+
+def _many_layer_names(f, dst):
+    """1,200,000 names in Keras's chunked form (layer_names0, layer_names1, ...: each header message under 64 KiB)."""
+    del f.attrs["layer_names"]
+    for chunk in range(400):
+        f.attrs[f"layer_names{chunk}"] = np.array([f"layer_{chunk}_{i}" for i in range(3000)], dtype=h5py.string_dtype())
+
+
+def _safetensors(seed, dst, header_text: bytes | None = None, length: int | None = None):
+    data = seed.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    text = data[8:8 + n] if header_text is None else header_text
+    dst.write_bytes(struct.pack("<Q", len(text) if length is None else length) + text + data[8 + n:])
+
+
+def _wrong_type_config(seed, dst):
+    config = json.loads(zipfile.ZipFile(seed).read("config.json"))
+    config["config"]["layers"] = {"not": "a list"}
+    _zip_with(seed, dst, {"config.json": json.dumps(config)})
+
+
+ALIAS_BOMB = "\n".join(['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'] + [
+    f"{n}: &{n} [{', '.join(['*' + p] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi")]) + "\nclass_name: *i\n"
+
+# name: (seed, file name, builder(seed path, destination, marker))
+HOSTILE = {
+    "config.json deflate bomb": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"config.json": b" " * mutators.BOMB_BYTES})),
+    "metadata.json bzip2 bomb": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"metadata.json": b" " * mutators.BOMB_BYTES}, zipfile.ZIP_BZIP2)),
+    "weights member lzma bomb": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"model.weights.h5": b"\0" * mutators.BOMB_BYTES}, zipfile.ZIP_LZMA)),
+    "duplicate zip member": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {}, extra=[("config.json", "{}")])),
+    "deep JSON config": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"config.json": mutators.deep_json()})),
+    "deep JSON manifest": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"kerasafe.json": mutators.deep_json()})),
+    "config of the wrong type": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"config.json": "[1, 2]"})),
+    "layers of the wrong type": ("keras", "m.keras", lambda s, d, m: _wrong_type_config(s, d)),
+    "manifest values of the wrong type": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"kerasafe.json": json.dumps(
+        {"labels": {"a": 1}, "preprocessing": [1], "metadata": "x", "hashes": [1], "created": 5, "keras_version": {}})})),
+    "config.json not UTF-8": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"config.json": b"\xff\xfe{}"})),
+    "Lambda bytecode in config": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"config.json": json.dumps(
+        {"class_name": "Sequential", "config": {"name": "s", "layers": [{"class_name": "InputLayer", "config": {"batch_shape": [None, 3]}},
+                                                                         mutators.lambda_layer(m)]}})})),
+    "VDS reading its own file": ("h5", "m.h5", lambda s, d, m: _h5(s, d, _replace_dataset(
+        lambda f, n, dst: f.create_virtual_dataset(n, _self_layout(dst, n))))),
+    "external storage": ("weights.h5", "m.weights.h5", lambda s, d, m: _h5(s, d, _replace_dataset(
+        lambda f, n, dst: f.create_dataset(n, shape=(16,), dtype="u1", external=[("/etc/hostname", 0, 16)])))),
+    "external link": ("h5", "m.h5", lambda s, d, m: _h5(s, d, _replace_dataset(lambda f, n, dst: f.__setitem__(n, h5py.ExternalLink("/etc/passwd", "/x"))))),
+    "soft link loop": ("weights.h5", "m.weights.h5", lambda s, d, m: _h5(s, d, _replace_dataset(lambda f, n, dst: f.__setitem__(n, h5py.SoftLink("/" + n))))),
+    "4 TiB declared dataset": ("weights.h5", "m.weights.h5", lambda s, d, m: _h5(s, d, _replace_dataset(
+        lambda f, n, dst: f.create_dataset(n, shape=(1 << 40,), dtype="f4", chunks=(1 << 16,))))),
+    "groups 2500 deep": ("h5", "m.h5", lambda s, d, m: _h5(s, d, _deep_groups)),
+    # variable-length strings: the header holds only a reference, so an attribute can be any size
+    "layer_names one 2M-character string": ("keras2 weights", "w.h5", lambda s, d, m: _h5(s, d, lambda f, dst: f.attrs.__setitem__(
+        "layer_names", "y" * 2_000_000))),
+    "layer_names 1.2M names": ("keras2 weights", "w.h5", lambda s, d, m: _h5(s, d, _many_layer_names)),
+    "weight_names one name of 100,000 characters": ("tf.keras h5", "m.h5", lambda s, d, m: _h5(s, d, lambda f, dst: f["model_weights/dense"].attrs.__setitem__(
+        "weight_names", np.array(["dense/" + "k" * 100_000], dtype=h5py.string_dtype())))),
+    "Empty attributes": ("tf.keras h5", "m.h5", lambda s, d, m: _h5(s, d, lambda f, dst: [f.attrs.__setitem__(k, h5py.Empty("f4")) for k in list(f.attrs)])),
+    "model_config of the wrong type": ("tf.keras h5", "m.h5", lambda s, d, m: _h5(s, d, lambda f, dst: f.attrs.__setitem__("model_config", b"[1, 2, 3]"))),
+    "safetensors deep header": ("safetensors", "m.safetensors", lambda s, d, m: _safetensors(s, d, mutators.deep_json().encode())),
+    "safetensors header past the end": ("safetensors", "m.safetensors", lambda s, d, m: _safetensors(s, d, length=1 << 62)),
+    "safetensors offsets past the end": ("safetensors", "m.safetensors", lambda s, d, m: _safetensors(s, d, json.dumps(
+        {k: dict(v, data_offsets=[0, 1 << 40]) if k != "__metadata__" else v
+         for k, v in json.loads(s.read_bytes()[8:8 + struct.unpack("<Q", s.read_bytes()[:8])[0]]).items()}).encode())),
+    "YAML alias bomb": ("yaml", "m.yaml", lambda s, d, m: d.write_text(ALIAS_BOMB)),
+    "YAML python tag": ("yaml", "m.yaml", lambda s, d, m: d.write_text(f"!!python/object/apply:os.system ['touch {m}']\n")),
+    "JSON architecture nested 50,000 deep": ("json", "m.json", lambda s, d, m: d.write_text(mutators.deep_json())),
+    "JSON architecture of the wrong types": ("tf.keras json", "m.json", lambda s, d, m: d.write_text(json.dumps(
+        {"class_name": "Sequential", "config": {"layers": [{"class_name": 3, "config": []}, None, "x"]}}))),
+    "checkpoint state naming a 5000-character file": ("tf checkpoint", "ckpt", lambda s, d, m: _checkpoint_state(s, d, "x" * 5000)),
+    "checkpoint index damaged": ("tf checkpoint", "ckpt", lambda s, d, m: _checkpoint_bytes(s, d, ".index")),
+    "SavedModel metadata damaged": ("savedmodel", "m.savedmodel", lambda s, d, m: _savedmodel_damage(s, d, "keras_metadata.pb")),
+    "SavedModel variables damaged": ("savedmodel", "m.savedmodel", lambda s, d, m: _savedmodel_damage(s, d, "variables/variables.index")),
+}
+
+
+def _self_layout(dst, name):
+    layout = h5py.VirtualLayout(shape=(16,), dtype="f4")
+    layout[:] = h5py.VirtualSource(str(dst), name, shape=(16,))
+    return layout
+
+
+def _checkpoint_state(seed, dst, name):
+    shutil.copytree(seed.parent, dst)
+    (dst / "checkpoint").write_text(f'model_checkpoint_path: "{name}"\n')
+
+
+def _checkpoint_bytes(seed, dst, suffix):
+    shutil.copytree(seed.parent, dst)
+    target = dst / (seed.name + suffix)
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 16] = b"\xff" * 16
+    target.write_bytes(bytes(data))
+
+
+def _savedmodel_damage(seed, dst, member):
+    shutil.copytree(seed, dst)
+    target = dst / member
+    data = bytearray(target.read_bytes())
+    data[len(data) // 3:len(data) // 3 + 32] = b"\x8f" * 32
+    target.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_every_reader_names_a_hostile_file_in_one_line(corpus, kind):
+    root, built, marker, runner = corpus
+    seed_name, file_name, build = HOSTILE[kind]
+    seed = built[seed_name]
+    case_dir = root / "cases" / kind.replace(" ", "_").replace("/", "_")
+    case_dir.mkdir(parents=True)
+    path = case_dir / file_name
+    build(seed.path, path, marker)
+    if seed.kind == "tf-checkpoint":
+        path = path / seed.path.name  # the checkpoint prefix
+    outcome = runner.run({"path": str(path), "architecture": str(seed.architecture) if seed.architecture else None,
+                          "weights": str(seed.weights) if seed.weights else None})
+    assert not findings(outcome), outcome
+    assert not marker.exists()
+    assert any(v.startswith("refused:") for v in outcome.values()), f"no reader noticed anything: {outcome}"
