@@ -297,26 +297,10 @@ def test_a_graph_only_savedmodel_runs_nothing_in_safe_mode(tmp_path):
     """A SavedModel with no Keras model whose resource initializer writes a file: loading it would run that
     write inside TensorFlow, so safe mode refuses it (nothing is written); safe_mode=False is the caller's trust."""
     pytest.importorskip("tensorflow")
-    from conftest import run_python
+    from fuzzing.mutators import graph_writing_a_file
 
     marker = tmp_path / "marker"
-    code = f"""
-import tensorflow as tf
-class Resource(tf.saved_model.experimental.TrackableResource):
-    def _create_resource(self):
-        return tf.raw_ops.VarHandleOp(dtype=tf.float32, shape=[], shared_name="")
-    def _initialize(self):
-        tf.io.write_file({str(marker)!r}, "ran")  # what a hostile file would do at load time
-class Module(tf.Module):
-    def __init__(self):
-        self.resource, self.w = Resource(), tf.Variable(2.0)
-    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
-    def serve(self, x):
-        return {{"y": x * self.w}}
-module = Module()
-tf.saved_model.save(module, {str(tmp_path / "hostile")!r}, signatures={{"serving_default": module.serve}})
-"""
-    run_python(code, backend="tensorflow")
+    graph_writing_a_file(tmp_path / "hostile", marker)
     assert not marker.exists()
     for call in (lambda: ks.load(tmp_path / "hostile"), lambda: ks.load(tmp_path / "hostile", compile=False)):
         with pytest.raises(errors.UnsafeContentError, match="safe_mode=False") as caught:

@@ -9,7 +9,9 @@ execution), and each must return or raise one named ``kerasafe.errors`` line.
 
 from __future__ import annotations
 
+import io
 import json
+import pathlib
 import shutil
 import struct
 import zipfile
@@ -89,6 +91,27 @@ def _wrong_type_config(seed, dst):
     _zip_with(seed, dst, {"config.json": json.dumps(config)})
 
 
+class _Payload:
+    """Unpickling this writes the marker: what a pickle in a model file can do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (pathlib.Path.write_text, (pathlib.Path(self.marker), "ran"))
+
+
+def _pickled_weights(seed, dst, marker):
+    """A .keras whose weights are an .npz member holding a pickle (Keras's other weights layout)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{"layers/conv/vars/0": np.array([_Payload(marker)], dtype=object)})
+    with zipfile.ZipFile(seed) as src, zipfile.ZipFile(dst, "w") as out:
+        for info in src.infolist():
+            if info.filename != "model.weights.h5":
+                out.writestr(info, src.read(info))
+        out.writestr("model.weights.npz", buffer.getvalue())
+
+
 ALIAS_BOMB = "\n".join(['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'] + [
     f"{n}: &{n} [{', '.join(['*' + p] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi")]) + "\nclass_name: *i\n"
 
@@ -97,6 +120,7 @@ HOSTILE = {
     "config.json deflate bomb": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"config.json": b" " * mutators.BOMB_BYTES})),
     "metadata.json bzip2 bomb": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"metadata.json": b" " * mutators.BOMB_BYTES}, zipfile.ZIP_BZIP2)),
     "weights member lzma bomb": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"model.weights.h5": b"\0" * mutators.BOMB_BYTES}, zipfile.ZIP_LZMA)),
+    "pickle in the weights": ("keras", "m.keras", _pickled_weights),
     "duplicate zip member": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {}, extra=[("config.json", "{}")])),
     "deep JSON config": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"config.json": mutators.deep_json()})),
     "deep JSON manifest": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"kerasafe.json": mutators.deep_json()})),

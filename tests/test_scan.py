@@ -74,6 +74,7 @@ RULE_CASES = {
     "KS103": ("keras", "m.keras", lambda s, d, m: _zip_member(s, d, "model.weights.npz", _npz_with_pickle())),
     "KS104": ("yaml", "m.yaml", lambda s, d, m: d.write_text(f"!!python/object/apply:os.system ['touch {m}']\n")),
     "KS105": ("savedmodel", "m.savedmodel", lambda s, d, m: _graph_only(s, d)),
+    "KS106": ("savedmodel", "m.savedmodel", lambda s, d, m: mutators.graph_writing_a_file(d, m)),
     "KS201": ("keras", "m.keras", lambda s, d, m: _config_with(s, d, {"module": "keras.layers", "class_name": "StringLookup",
                                                                       "config": {"name": "vocab", "vocabulary": "/etc/words.txt"}})),
     "KS202": ("h5", "m.h5", lambda s, d, m: _external_link(s, d)),
@@ -176,7 +177,8 @@ def test_load_with_trusted_names_loads_only_what_the_caller_vouches_for(tmp_path
 # test_hostile_files.py's files: what a scan must call each (loading each is refused there, reader by reader).
 HOSTILE_UNSAFE = {"4 TiB declared dataset", "JSON architecture nested 50,000 deep", "Lambda bytecode in config", "VDS reading its own file",
                   "YAML alias bomb", "YAML python tag", "config.json deflate bomb", "deep JSON config", "deep JSON manifest",
-                  "external link", "external storage", "groups 2500 deep", "metadata.json bzip2 bomb", "weights member lzma bomb"}
+                  "external link", "external storage", "groups 2500 deep", "metadata.json bzip2 bomb", "weights member lzma bomb",
+                  "pickle in the weights"}
 # Nothing in these runs or reaches outside the file; their damage is to a config's structure, which load checks.
 HOSTILE_STRUCTURE_ONLY = {"JSON architecture of the wrong types", "layers of the wrong type", "checkpoint state naming a 5000-character file"}
 

@@ -16,14 +16,25 @@ from __future__ import annotations
 import os
 
 
+# The most characters of one part of a message: what a file holds (a member name, a value) can be
+# megabytes long, and a message is one line a person reads.
+PART_CHARS = 400
+
+
+def _line(text, limit: int = PART_CHARS) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class KerasafeError(Exception):
     """Base class: a problem with a file or an argument, explained in one line."""
 
     def __init__(self, path: str | os.PathLike | None, expected: str, found: str, advice: str):
         self.path = None if path is None else os.fspath(path)
-        self.expected = expected
-        self.found = found
-        self.advice = advice
+        self.expected = _line(expected)
+        self.found = _line(found)
+        self.advice = _line(advice)
+        expected, found, advice = self.expected, self.found, self.advice
         where = self.path if self.path is not None else "<input>"
         super().__init__(f"{where}: expected {expected}, found {found}; {advice}")
 

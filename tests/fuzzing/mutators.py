@@ -412,3 +412,35 @@ MUTATORS = {
     "tf-checkpoint": [mutate_tf_checkpoint],
     "savedmodel": [mutate_savedmodel],
 }
+
+
+# ---------------------------------------------------------------- a graph that writes a file when loaded
+
+GRAPH_WRITING_A_FILE = """
+import sys
+import tensorflow as tf
+target, marker = sys.argv[1], sys.argv[2]
+class Resource(tf.saved_model.experimental.TrackableResource):
+    def _create_resource(self):
+        return tf.raw_ops.VarHandleOp(dtype=tf.float32, shape=[], shared_name="")
+    def _initialize(self):
+        tf.io.write_file(marker, "ran")  # what a hostile file does at load time
+class Module(tf.Module):
+    def __init__(self):
+        self.resource, self.w = Resource(), tf.Variable(2.0)
+    @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32)])
+    def serve(self, x):
+        return {"y": x * self.w}
+module = Module()
+tf.saved_model.save(module, target, signatures={"serving_default": module.serve})
+"""
+
+
+def graph_writing_a_file(dst: pathlib.Path, marker: pathlib.Path) -> None:
+    """A SavedModel (no Keras model in it) whose resource initializer writes ``marker`` when TensorFlow loads it."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    subprocess.run([sys.executable, "-c", GRAPH_WRITING_A_FILE, str(dst), str(marker)], env=env, check=True, capture_output=True, timeout=600)

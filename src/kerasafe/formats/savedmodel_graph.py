@@ -56,7 +56,12 @@ def _saved_model_message():
     message("AttrEntry", [("key", 1, F.TYPE_STRING, one, None), ("value", 2, F.TYPE_MESSAGE, one, ".kerasafe.sm.AttrValue")])
     message("Node", [("name", 1, F.TYPE_STRING, one, None), ("op", 2, F.TYPE_STRING, one, None),
                      ("attr", 5, F.TYPE_MESSAGE, many, ".kerasafe.sm.AttrEntry")])
-    message("Graph", [("node", 1, F.TYPE_MESSAGE, many, ".kerasafe.sm.Node")])
+    message("OpSignature", [("name", 1, F.TYPE_STRING, one, None)])
+    message("FunctionDef", [("signature", 1, F.TYPE_MESSAGE, one, ".kerasafe.sm.OpSignature"),
+                            ("node_def", 3, F.TYPE_MESSAGE, many, ".kerasafe.sm.Node")])
+    message("Library", [("function", 1, F.TYPE_MESSAGE, many, ".kerasafe.sm.FunctionDef")])
+    message("Graph", [("node", 1, F.TYPE_MESSAGE, many, ".kerasafe.sm.Node"),
+                      ("library", 2, F.TYPE_MESSAGE, one, ".kerasafe.sm.Library")])
     message("Reference", [("node_id", 1, F.TYPE_INT32, one, None), ("local_name", 2, F.TYPE_STRING, one, None)])
     message("Function", [("concrete_functions", 1, F.TYPE_STRING, many, None)])
     message("Constant", [("operation", 1, F.TYPE_STRING, one, None)])
@@ -104,6 +109,27 @@ def _graph(path: pathlib.Path):
         return _saved_model_message().FromString(path.read_bytes()).meta_graphs[0]
     except Exception as exc:  # protobuf's DecodeError, a SavedModel with no meta graph
         raise errors.CorruptFileError(path, "a SavedModel graph", f"undecodable ({str(exc)[:120]})", "the SavedModel is damaged") from None
+
+
+def graph_ops(saved_model_pb: pathlib.Path) -> dict[str, set[str]]:
+    """``{op type: names of the functions using it}`` over a SavedModel's graph and function library ("" for the graph).
+
+    Read as data: what loading the SavedModel with TensorFlow would be able to run.
+
+    Example:
+        >>> graph_ops(pathlib.Path("/nonexistent/saved_model.pb"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: ...
+    """
+    meta = _graph(saved_model_pb)
+    ops: dict[str, set[str]] = {}
+    for node in meta.graph_def.node:
+        ops.setdefault(node.op, set()).add("")
+    for function in meta.graph_def.library.function:
+        for node in function.node_def:
+            ops.setdefault(node.op, set()).add(function.signature.name)
+    return ops
 
 
 def _table_tokens(meta, table_path: str, invert: bool) -> list | None:

@@ -17,6 +17,7 @@ RULES = {
     "KS103": ("high", "pickle", "a pickle runs code when read: load it only if you trust its author"),
     "KS104": ("high", "python-yaml-tag", "a YAML python/ tag builds Python objects: regenerate the file as plain YAML"),
     "KS105": ("high", "tensorflow-graph", "loading runs its TensorFlow graph: load it only if you trust its author (safe_mode=False)"),
+    "KS106": ("high", "tensorflow-op", "the graph holds an op that can read or write files, run Python or reach the network: do not load it"),
     "KS201": ("medium", "reads-outside-file", "the file reads another file when it is built: check that path"),
     "KS202": ("high", "outside-reference", "the file refers to data outside itself (links, external storage, paths leaving an archive)"),
     "KS301": ("high", "resource-bomb", "declared sizes far beyond what the file stores: do not load it"),

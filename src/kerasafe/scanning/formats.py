@@ -196,8 +196,19 @@ def scan_savedmodel(path: pathlib.Path) -> list[Finding]:
             tf_checkpoint.keras_metadata_model(path / "keras_metadata.pb")["model_config"], "keras_metadata.pb"), out)
         out += [dataclass_at(f, "variables/") for f in scan_checkpoint(path / "variables" / "variables")]
         return out
-    return [Finding("KS105", "saved_model.pb", "a TensorFlow graph with no Keras model: loading it runs the graph "
-                    "(resource initializers and any op it holds)", trust="tensorflow-graph")]
+    out = [Finding("KS105", "saved_model.pb", "a TensorFlow graph with no Keras model: loading it runs the graph "
+                   "(resource initializers and any op it holds)", trust="tensorflow-graph")]
+
+    def ops():
+        from ..formats.savedmodel_graph import graph_ops
+        from .graph_ops import outside_allowlist
+
+        return [Finding("KS106", f"saved_model.pb:{(functions[0] or 'graph')[:80]}",
+                        f"TensorFlow op {op} outside the allowlist of ops that touch only tensors and variables "
+                        f"(in {len(functions)} function(s))", trust=f"tf-op:{op}")
+                for op, functions in outside_allowlist(graph_ops(path / "saved_model.pb")).items()]
+    _guarded("saved_model.pb", ops, out)
+    return out
 
 
 def dataclass_at(finding: Finding, prefix: str) -> Finding:
