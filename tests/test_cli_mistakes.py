@@ -35,7 +35,7 @@ def _typed_options():
 
 def _minimal_argv(command: str) -> list[str]:
     """Positional arguments that parse for ``command`` (the option under test comes after)."""
-    return {"inspect": ["m.keras"], "verify": ["m.keras"], "convert": ["a", "b"], "upgrade": ["d"], "train": ["digits", "--out", "o"],
+    return {"inspect": ["m.keras"], "verify": ["m.keras"], "scan": ["m.keras"], "convert": ["a", "b"], "upgrade": ["d"], "train": ["digits", "--out", "o"],
             "predict": ["m.keras", "x.png"], "evaluate": ["m.keras", "digits"], "demo": []}[command]
 
 
@@ -242,3 +242,17 @@ def test_a_hostile_preprocessing_record_is_named_by_predict(models, tmp_path):
     assert proc.returncode == cli.EXIT_ERROR, proc.stderr
     _assert_one_line(proc.stderr)
     assert "preprocessing 'size'" in proc.stderr
+
+
+def test_messages_stay_one_line_on_a_narrow_terminal(models, tmp_path):
+    """rich wraps to the terminal's width; an error or a warning is still one line (a script greps it)."""
+    proc = run_cli("inspect", tmp_path / "no-such-model-with-a-long-name.keras", columns=20)
+    assert proc.returncode == cli.EXIT_ERROR
+    _assert_one_line(proc.stderr)
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(17):
+        Image.fromarray(np.full((8, 8), i, np.uint8)).save(folder / f"{i:02d}.png")
+    proc = run_cli("predict", models / "image.keras", folder, "--montage", tmp_path / "grid.png", columns=20)
+    lines = [line for line in proc.stderr.splitlines() if "montage" in line]
+    assert proc.returncode == 0 and len(lines) == 1 and "first 16 of 17" in lines[0], proc.stderr

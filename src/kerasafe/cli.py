@@ -37,6 +37,11 @@ out = _Console(highlight=False)
 err = _Console(stderr=True, highlight=False)
 
 
+def say(text: str) -> None:
+    """One line on stderr, whatever the text held and however narrow the terminal (rich would wrap it)."""
+    err.print(" ".join(str(text).split()), markup=False, soft_wrap=True, highlight=False)
+
+
 def _human_bytes(n: int | None) -> str:
     if n is None:
         return "?"
@@ -146,7 +151,7 @@ def cmd_verify(args) -> int:
             out.print("no hashes recorded in this file (not written by kerasafe): nothing to verify")
     if report["ok"] is False:
         bad = next(k for k, v in report["members"].items() if v != "ok")
-        err.print(f"{args.file}: member '{bad}' does not match the hash recorded at save time; restore the file from a good copy")
+        say(f"{args.file}: member '{bad}' does not match the hash recorded at save time; restore the file from a good copy")
         return EXIT_MISMATCH
     return 0
 
@@ -273,9 +278,9 @@ def cmd_predict(args) -> int:
             results, failures = predict(args.model, args.inputs, top_k=args.top_k, montage=args.montage)
     for w in caught:
         if "kerasafe" in str(w.filename) or str(args.model) in str(w.message):
-            err.print(str(w.message), markup=False)
+            say(str(w.message))
     for name, message in failures:
-        err.print(f"skipped {name}: {message}", markup=False, soft_wrap=True)
+        say(f"skipped {name}: {message}")
     if args.json:
         for r in results:
             print(json.dumps({"input": r["input"], "label": r["label"], "score": r["score"], "top": r["top"]}))
@@ -290,7 +295,7 @@ def cmd_predict(args) -> int:
         if args.montage and results:
             out.print(f"montage: {args.montage}")
     if not results and not failures:
-        err.print(f"{' '.join(args.inputs)}: expected image or CSV files, found none; pass files or folders that hold them")
+        say(f"{' '.join(args.inputs)}: expected image or CSV files, found none; pass files or folders that hold them")
         return EXIT_ERROR
     return EXIT_ERROR if failures else 0
 
@@ -318,7 +323,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its errors as kerasafe's one line (argparse prints a usage block and the message)."""
 
     def error(self, message: str):
-        err.print(f"{self.prog}: expected valid arguments, found {message}; see `{self.prog} --help`", markup=False, soft_wrap=True)
+        say(f"{self.prog}: expected valid arguments, found {message}; see `{self.prog} --help`")
         self.exit(EXIT_USAGE)
 
 
@@ -437,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         return args.func(args)
     except errors.KerasafeError as exc:
-        err.print(" ".join(str(exc).split()), markup=False, soft_wrap=True)  # one line, whatever the message held
+        say(str(exc))
         return EXIT_ERROR
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -452,8 +457,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("KERASAFE_DEBUG"):
             raise
         text = " ".join(f"{type(exc).__name__}: {exc}".split())[:500]
-        err.print(f"kerasafe: expected to finish, found an internal error ({text}); "
-                  "please report it with the command (KERASAFE_DEBUG=1 shows the traceback)", markup=False, soft_wrap=True)
+        say(f"kerasafe: expected to finish, found an internal error ({text}); "
+            "please report it with the command (KERASAFE_DEBUG=1 shows the traceback)")
         return EXIT_INTERNAL
 
 
