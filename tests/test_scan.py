@@ -199,3 +199,15 @@ def test_every_hostile_file_is_unsafe_or_inconclusive(clean, tmp_path):
     expected = {k: "unsafe" if k in HOSTILE_UNSAFE else "safe" if k in HOSTILE_STRUCTURE_ONLY else "inconclusive" for k in verdicts}
     assert verdicts == expected
     assert not (tmp_path / "marker").exists()
+
+
+def test_every_kept_fuzz_input_gets_a_verdict(clean):
+    """The regression corpus of the fuzz suite: scanning never raises on what once broke a reader."""
+    from fuzzing import campaign
+
+    _, built = clean
+    cases = campaign.regression_cases(built)
+    assert cases, "the regression corpus is empty"
+    for name, case in cases:
+        report = ks.scan(case["path"])
+        assert report["verdict"] in VERDICT_EXIT, name

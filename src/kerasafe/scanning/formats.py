@@ -137,6 +137,9 @@ def scan_zip(path: pathlib.Path) -> list[Finding]:
             if name.endswith((".pkl", ".pickle", ".pt", ".pth", ".joblib")):
                 out.append(Finding("KS103", name, f"member '{name}' in a pickle format", trust="pickle"))
         names = set(zf.namelist())
+        missing = [m for m in (keras_zip.CONFIG, keras_zip.WEIGHTS_H5) if m not in names]
+        if missing and not (missing == [keras_zip.WEIGHTS_H5] and keras_zip.WEIGHTS_NPZ in names):
+            out.append(Finding("KS900", "archive", f"no member '{missing[0]}' (a .keras archive has one)"))
         if len(names) != len(zf.namelist()):
             out.append(Finding("KS900", "archive", "a member stored twice (which copy a reader takes depends on the reader)"))
         if keras_zip.MANIFEST in names and keras_zip.MANIFEST not in bombs:
