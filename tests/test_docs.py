@@ -16,6 +16,7 @@ MODULES = [
     "kerasafe.legacy.tf_ops", "kerasafe.legacy.optimizers", "kerasafe._keras_direct", "kerasafe.formats._direct",
     "kerasafe.formats.safetensors_format", "kerasafe.formats.guard", "kerasafe.formats.tf_optimizer_state",
     "kerasafe.scanning", "kerasafe.scanning.findings", "kerasafe.scanning.config_rules", "kerasafe.scanning.formats",
+    "kerasafe.scanning.sarif", "kerasafe.scanning.graph_ops", "kerasafe.formats.savedmodel_graph",
 ]
 
 

@@ -156,30 +156,15 @@ def cmd_verify(args) -> int:
     return 0
 
 
-def _sarif(reports: list[dict]) -> dict:
-    """SARIF 2.1.0, the format code-scanning tools read: one run, a result per finding."""
-    from .scanning import RULES
-
-    levels = {"high": "error", "error": "error", "medium": "warning"}
-    rules = [{"id": rule, "name": name, "shortDescription": {"text": name}, "help": {"text": advice},
-              "defaultConfiguration": {"level": levels.get(severity, "note")}} for rule, (severity, name, advice) in RULES.items()]
-    results = [{"ruleId": f["rule"], "level": "note" if f["trusted"] else levels.get(f["severity"], "note"),
-                "message": {"text": f"{f['message']} ({f['location']})"},
-                "locations": [{"physicalLocation": {"artifactLocation": {"uri": pathlib.Path(r["path"]).resolve().as_uri()}},
-                               "logicalLocations": [{"fullyQualifiedName": f["location"]}]}]}
-               for r in reports for f in r["findings"]]
-    return {"version": "2.1.0", "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
-            "runs": [{"tool": {"driver": {"name": "kerasafe scan", "rules": rules}}, "results": results}]}
-
-
 def cmd_scan(args) -> int:
     from .scanning import VERDICT_EXIT, scan
+    from .scanning.sarif import sarif
 
     reports = [scan(path, trusted=args.trust) for path in args.files]
     if args.json:
         print(json.dumps(reports if len(reports) > 1 else reports[0]))
     elif args.sarif:
-        print(json.dumps(_sarif(reports)))
+        print(json.dumps(sarif(reports)))
     else:
         for report in reports:
             colour = {"safe": "green", "unsafe": "red", "inconclusive": "yellow"}[report["verdict"]]
