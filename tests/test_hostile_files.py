@@ -160,6 +160,8 @@ HOSTILE = {
     "JSON architecture of the wrong types": ("tf.keras json", "m.json", lambda s, d, m: d.write_text(json.dumps(
         {"class_name": "Sequential", "config": {"layers": [{"class_name": 3, "config": []}, None, "x"]}}))),
     "checkpoint state naming a 5000-character file": ("tf checkpoint", "ckpt", lambda s, d, m: _checkpoint_state(s, d, "x" * 5000)),
+    "checkpoint folder whose state file names a 5000-character file": ("tf checkpoint", "ckpt", lambda s, d, m: _checkpoint_state(s, d, "x" * 5000)),
+    "checkpoint folder whose state file names a file elsewhere": ("tf checkpoint", "ckpt", lambda s, d, m: _checkpoint_state(s, d, "/etc/passwd")),
     "checkpoint index damaged": ("tf checkpoint", "ckpt", lambda s, d, m: _checkpoint_bytes(s, d, ".index")),
     "SavedModel metadata damaged": ("savedmodel", "m.savedmodel", lambda s, d, m: _savedmodel_damage(s, d, "keras_metadata.pb")),
     "SavedModel variables damaged": ("savedmodel", "m.savedmodel", lambda s, d, m: _savedmodel_damage(s, d, "variables/variables.index")),
@@ -202,8 +204,8 @@ def test_every_reader_names_a_hostile_file_in_one_line(corpus, kind):
     case_dir.mkdir(parents=True)
     path = case_dir / file_name
     build(seed.path, path, marker)
-    if seed.kind == "tf-checkpoint":
-        path = path / seed.path.name  # the checkpoint prefix
+    if seed.kind == "tf-checkpoint" and "folder" not in kind:
+        path = path / seed.path.name  # the checkpoint prefix (else the folder, named by its state file)
     outcome = runner.run({"path": str(path), "architecture": str(seed.architecture) if seed.architecture else None,
                           "weights": str(seed.weights) if seed.weights else None})
     assert not findings(outcome), outcome

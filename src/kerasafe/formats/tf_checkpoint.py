@@ -211,10 +211,13 @@ def resolve_prefix(path) -> pathlib.Path | None:
         return p
     if p.is_dir():
         state = p / "checkpoint"
-        if state.is_file():
+        if state.is_file() and state.stat().st_size < 1 << 20:
             match = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', state.read_text(errors="replace"), re.M)
-            if match and (p / (match.group(1) + ".index")).is_file():
-                return p / match.group(1)
+            name = pathlib.PurePath(match.group(1)) if match else None
+            if name is not None and (name.is_absolute() or ".." in name.parts):
+                name = pathlib.PurePath(name.name)  # old TensorFlow wrote absolute paths: the checkpoint is in this folder now
+            if name is not None and all(0 < len(part) <= 255 for part in name.parts) and (p / f"{name}.index").is_file():
+                return p / name
         if (p / "variables" / "variables.index").is_file():
             return None  # a SavedModel: the SavedModel format reads it
     return None
