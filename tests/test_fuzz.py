@@ -2,8 +2,8 @@
 
 Each case runs in the fuzz worker (a child process under RLIMIT_AS and a timeout, with a
 marker file that code from the file would write); every reader must return or raise one
-named ``kerasafe.errors`` line. ``KERASAFE_FUZZ_EXAMPLES`` sets the cases per seed (CI: 50,
-about 2 minutes on 2 cores); ``python tests/fuzz_long.py --minutes 60`` is the long run, and
+named ``kerasafe.errors`` line. ``KERASAFE_FUZZ_EXAMPLES`` sets the cases per seed (CI: 25,
+about a minute on 2 cores); ``python tests/fuzz_long.py --minutes 60`` is the long run, and
 every input that ever broke the promise is replayed by :func:`test_regression_inputs`.
 """
 
@@ -20,7 +20,7 @@ from fuzzing.runner import Runner, findings
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = int(os.environ.get("KERASAFE_FUZZ_EXAMPLES", "50"))
+EXAMPLES = int(os.environ.get("KERASAFE_FUZZ_EXAMPLES", "25"))
 SEED_NAMES = ["keras", "h5", "weights.h5", "safetensors", "json", "yaml", "tf.keras h5", "keras2 weights", "tf.keras json",
               "tf checkpoint", "savedmodel"]
 
