@@ -117,12 +117,17 @@ def _layer_configs(value):
             yield from _layer_configs(item)
 
 
+def carries_bytecode(class_name, cfg: dict) -> bool:
+    """Whether a layer config is a Lambda holding Python bytecode (Keras 2's list form or Keras 3's ``__lambda__``)."""
+    function = cfg.get("function")
+    return class_name == "Lambda" and (isinstance(function, list) or cfg.get("function_type") == "lambda" or (
+        isinstance(function, dict) and function.get("class_name") == "__lambda__"))
+
+
 def refuse_reason(config) -> str | None:
     """What in a model config would run code stored in the file (Lambda bytecode), or None."""
     for class_name, cfg in _layer_configs(config):
-        function = cfg.get("function")
-        if class_name == "Lambda" and (isinstance(function, list) or cfg.get("function_type") == "lambda" or (
-                isinstance(function, dict) and function.get("class_name") == "__lambda__")):
+        if carries_bytecode(class_name, cfg):
             return f"Lambda layer '{cfg.get('name', '?')}' carrying Python bytecode"
     return None
 

@@ -37,6 +37,11 @@ ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
 MEMBER_RATIO, MEMBER_FLOOR = 100, 64 << 20
 
 
+def inflates_too_far(info: zipfile.ZipInfo) -> bool:
+    """Whether a member declares more than MEMBER_RATIO x its compressed size (and more than MEMBER_FLOOR)."""
+    return info.file_size > max(MEMBER_FLOOR, MEMBER_RATIO * info.compress_size)
+
+
 def open_archive(path: pathlib.Path) -> zipfile.ZipFile:
     """Open and check a ``.keras`` zip: readable, member names safe, required members present."""
     try:
@@ -47,7 +52,7 @@ def open_archive(path: pathlib.Path) -> zipfile.ZipFile:
         ) from None
     names = zf.namelist()
     for info in zf.infolist():
-        if info.file_size > max(MEMBER_FLOOR, MEMBER_RATIO * info.compress_size):
+        if inflates_too_far(info):
             zf.close()
             raise errors.CorruptFileError(
                 path, f"zip members that inflate at most {MEMBER_RATIO}x (or to {MEMBER_FLOOR >> 20} MiB)",

@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+from ..formats.base import carries_bytecode
 from ..legacy.rules import table
 from ..legacy.table_keras1 import CLASS_RENAMES
 from .findings import Finding
@@ -73,9 +74,7 @@ def _object_findings(value: dict, location: str) -> list[Finding]:
     cfg = value.get("config") if isinstance(value.get("config"), dict) else {}
     name = f"'{cfg.get('name')}' " if cfg.get("name") else ""
     out = []
-    function = cfg.get("function")
-    if class_name == "Lambda" and (isinstance(function, list) or cfg.get("function_type") == "lambda" or (
-            isinstance(function, dict) and function.get("class_name") == "__lambda__")):
+    if carries_bytecode(class_name, cfg):
         out.append(Finding("KS101", location, f"Lambda layer {name}carrying Python bytecode", trust="Lambda"))
     elif class_name == "TorchModuleWrapper":
         out.append(Finding("KS103", location, f"TorchModuleWrapper {name}(a pickled PyTorch module)", trust="TorchModuleWrapper"))

@@ -19,9 +19,6 @@ from .. import errors
 from .config_rules import config_findings
 from .findings import Finding
 
-# What a zip member may inflate to (as keras_zip refuses past it).
-MEMBER_RATIO, MEMBER_FLOOR = 100, 64 << 20
-
 
 def _from_error(exc: errors.KerasafeError, location: str) -> Finding:
     """A reader's refusal as a finding: outside references, bombs and nesting by their rule; anything else unreadable."""
@@ -131,7 +128,7 @@ def scan_zip(path: pathlib.Path) -> list[Finding]:
             name = info.filename
             if name.startswith(("/", "\\")) or posixpath.normpath(name).startswith("..") or ":" in name.split("/")[0]:
                 out.append(Finding("KS202", name, f"archive member '{name}' pointing outside the archive"))
-            if info.file_size > max(MEMBER_FLOOR, MEMBER_RATIO * info.compress_size):
+            if keras_zip.inflates_too_far(info):
                 bombs.add(name)
                 out.append(Finding("KS301", name, f"member declaring {info.file_size:,} bytes from {info.compress_size:,}"))
             if name.endswith((".pkl", ".pickle", ".pt", ".pth", ".joblib")):
