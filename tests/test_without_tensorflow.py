@@ -1,7 +1,7 @@
 """The legacy tests again, on a machine without TensorFlow: every artifact must still open.
 
-CI installs TensorFlow (for the TF backend tests), so this runs tests/test_legacy.py
-in a child pytest with TensorFlow and tf_keras unimportable in it and in every process it
+CI installs TensorFlow (for the TF backend tests), so this runs tests/test_legacy.py and
+tests/test_legacy_optimizers.py in a child pytest with TensorFlow and tf_keras unimportable in it and in every process it
 starts (tests/sitecustomize.py). Tests that need TensorFlow itself skip there.
 """
 
@@ -23,14 +23,14 @@ def test_legacy_tests_pass_without_tensorflow(tmp_path):
                PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning",
-         f"--basetemp={tmp_path / 'base'}", str(TESTS / "test_legacy.py")],
+         f"--basetemp={tmp_path / 'base'}", str(TESTS / "test_legacy.py"), str(TESTS / "test_legacy_optimizers.py")],
         env=env, cwd=TESTS.parent, capture_output=True, text=True, timeout=1200,
     )
     tail = proc.stdout[-12000:] + proc.stderr[-2000:]
     assert proc.returncode == 0, tail
     passed = int(re.search(r"(\d+) passed", proc.stdout).group(1))
     skipped = re.search(r"(\d+) skipped", proc.stdout)
-    assert passed >= 80, tail  # the corpus tests ran, not only a few
+    assert passed >= 120, tail  # the corpus and optimizer tests ran, not only a few
     assert skipped is None or int(skipped.group(1)) <= 3, tail  # only the tests that need TensorFlow itself
 
 
