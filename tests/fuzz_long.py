@@ -36,11 +36,10 @@ def main() -> int:
         root = pathlib.Path(tmp)
         all_seeds = {s.name: s for s in seeds.build(root / "seeds")}
         chosen = [all_seeds[n] for n in (args.only or all_seeds)]
-        marker = root / "marker"
         tally = campaign.Tally()
         deadline = time.monotonic() + args.minutes * 60
         architectures = sorted({str(s.architecture) for s in all_seeds.values() if s.architecture})
-        with Runner(marker=marker, architectures=architectures) as runner:
+        with Runner(workdir=root, architectures=architectures) as runner:
             number = 0
 
             def batch(seed):
@@ -51,7 +50,7 @@ def main() -> int:
                 def one(data):
                     nonlocal number
                     number += 1
-                    case = campaign.make_case(data.draw, seed, root / "cases", marker, number)
+                    case = campaign.make_case(data.draw, seed, root / "cases", number)
                     outcome = runner.run(case)
                     bad = tally.add(case, outcome)
                     if bad:

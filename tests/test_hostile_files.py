@@ -1,26 +1,20 @@
-"""Each kind of hostile or damaged file the fuzzer met, built on purpose, through every reader.
+"""Each kind of hostile or damaged file the fuzzer met, through every reader.
 
-Every builder makes one file of a kind (a bomb, a loop, a forged size, a value of the
-wrong type, ...); every reader (``ks.load``, ``ks.load(arch, weights=)``, ``ks.load_weights``,
-``ks.inspect``, ``ks.verify``, ``kerasafe inspect``, ``kerasafe verify``) runs on it in the fuzz
-worker (a child process under a memory limit and a timeout, with a marker file for code
-execution), and each must return or raise one named ``kerasafe.errors`` line.
+The files are kept in tests/fixtures/fuzz/regressions/hostile/ (built by fuzzing/hostile.py,
+which says how each was made); kinds too large to keep are built each run. Every reader
+(``ks.load``, ``ks.load(arch, weights=)``, ``ks.load_weights``, ``ks.inspect``, ``ks.verify``,
+``kerasafe inspect``, ``kerasafe verify``) runs on each in the fuzz worker (a child process
+under a memory limit and a timeout, in a folder where code from the file would leave a
+marker), and each must return or raise one named ``kerasafe.errors`` line.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import pathlib
-import shutil
-import struct
-import zipfile
 
-import h5py
-import numpy as np
 import pytest
 
-from fuzzing import mutators, seeds
+from fuzzing import campaign, hostile, seeds
 from fuzzing.runner import Runner, findings
 
 pytestmark = pytest.mark.slow
@@ -30,184 +24,81 @@ pytestmark = pytest.mark.slow
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     built = {s.name: s for s in seeds.build(root / "seeds")}
-    marker = root / "marker"
     architectures = sorted({str(s.architecture) for s in built.values() if s.architecture})
-    with Runner(marker=marker, architectures=architectures) as runner:
-        yield root, built, marker, runner
+    with Runner(workdir=root, architectures=architectures) as runner:
+        yield root, built, runner
 
 
-def _zip_with(seed, dst, replace: dict, compression=zipfile.ZIP_DEFLATED, extra=()):
-    with zipfile.ZipFile(seed) as src, zipfile.ZipFile(dst, "w") as out:
-        for info in src.infolist():
-            data = replace.get(info.filename, src.read(info))
-            out.writestr(zipfile.ZipInfo(info.filename), data, compress_type=compression if info.filename in replace else info.compress_type)
-        for name, data in extra:
-            out.writestr(name, data)
+def hostile_file(kind: str, built: dict, folder) -> str:
+    """The kept file of ``kind``; a kind that is not kept must be one too large to keep, and is built."""
+    path = hostile.kept(kind)
+    if path is not None:
+        return str(path)
+    path = hostile.build(kind, built, folder)
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    assert size > campaign.KEEP_BYTES, f"{kind!r} is small enough to keep: run `python -m fuzzing.hostile` in tests/"
+    return str(path)
 
 
-def _h5(seed, dst, change):
-    shutil.copyfile(seed, dst)
-    with h5py.File(dst, "r+", libver="latest") as f:
-        change(f, dst)
+def test_every_kept_file_is_a_kind_still_built():
+    """No stale kept file: each record names a kind fuzzing/hostile.py still builds."""
+    records = {p.stem for p in hostile.KEPT.glob("*.json")}
+    assert records and records <= {hostile.slug(k) for k in hostile.HOSTILE}
+    for kind in hostile.HOSTILE:
+        if hostile.kept(kind) is not None:
+            record = json.loads((hostile.KEPT / f"{hostile.slug(kind)}.json").read_text())
+            assert record["seed"] == hostile.HOSTILE[kind][0] and record["mutator"] == f"hostile/{kind}"
 
 
-def _first_dataset(f) -> str:
-    names = []
-    f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
-    return names[0]
-
-
-def _replace_dataset(make):
-    def change(f, dst):
-        name = _first_dataset(f)
-        del f[name]
-        make(f, name, dst)
-    return change
-
-
-def _deep_groups(f, dst):
-    group = f["/"]
-    for _ in range(2500):
-        group = group.create_group("g")
-
-
-def _many_layer_names(f, dst):
-    """1,200,000 names in Keras's chunked form (layer_names0, layer_names1, ...: each header message under 64 KiB)."""
-    del f.attrs["layer_names"]
-    for chunk in range(400):
-        f.attrs[f"layer_names{chunk}"] = np.array([f"layer_{chunk}_{i}" for i in range(3000)], dtype=h5py.string_dtype())
-
-
-def _safetensors(seed, dst, header_text: bytes | None = None, length: int | None = None):
-    data = seed.read_bytes()
-    (n,) = struct.unpack("<Q", data[:8])
-    text = data[8:8 + n] if header_text is None else header_text
-    dst.write_bytes(struct.pack("<Q", len(text) if length is None else length) + text + data[8 + n:])
-
-
-def _wrong_type_config(seed, dst):
-    config = json.loads(zipfile.ZipFile(seed).read("config.json"))
-    config["config"]["layers"] = {"not": "a list"}
-    _zip_with(seed, dst, {"config.json": json.dumps(config)})
-
-
-class _Payload:
-    """Unpickling this writes the marker: what a pickle in a model file can do."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (pathlib.Path.write_text, (pathlib.Path(self.marker), "ran"))
-
-
-def _pickled_weights(seed, dst, marker):
-    """A .keras whose weights are an .npz member holding a pickle (Keras's other weights layout)."""
-    buffer = io.BytesIO()
-    np.savez(buffer, **{"layers/conv/vars/0": np.array([_Payload(marker)], dtype=object)})
-    with zipfile.ZipFile(seed) as src, zipfile.ZipFile(dst, "w") as out:
-        for info in src.infolist():
-            if info.filename != "model.weights.h5":
-                out.writestr(info, src.read(info))
-        out.writestr("model.weights.npz", buffer.getvalue())
-
-
-ALIAS_BOMB = "\n".join(['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'] + [
-    f"{n}: &{n} [{', '.join(['*' + p] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi")]) + "\nclass_name: *i\n"
-
-# name: (seed, file name, builder(seed path, destination, marker))
-HOSTILE = {
-    "config.json deflate bomb": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"config.json": b" " * mutators.BOMB_BYTES})),
-    "metadata.json bzip2 bomb": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"metadata.json": b" " * mutators.BOMB_BYTES}, zipfile.ZIP_BZIP2)),
-    "weights member lzma bomb": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"model.weights.h5": b"\0" * mutators.BOMB_BYTES}, zipfile.ZIP_LZMA)),
-    "pickle in the weights": ("keras", "m.keras", _pickled_weights),
-    "duplicate zip member": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {}, extra=[("config.json", "{}")])),
-    "deep JSON config": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"config.json": mutators.deep_json()})),
-    "deep JSON manifest": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"kerasafe.json": mutators.deep_json()})),
-    "config of the wrong type": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"config.json": "[1, 2]"})),
-    "layers of the wrong type": ("keras", "m.keras", lambda s, d, m: _wrong_type_config(s, d)),
-    "manifest values of the wrong type": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"kerasafe.json": json.dumps(
-        {"labels": {"a": 1}, "preprocessing": [1], "metadata": "x", "hashes": [1], "created": 5, "keras_version": {}})})),
-    "config.json not UTF-8": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"config.json": b"\xff\xfe{}"})),
-    "Lambda bytecode in config": ("keras", "m.keras", lambda s, d, m: _zip_with(s, d, {"config.json": json.dumps(
-        {"class_name": "Sequential", "config": {"name": "s", "layers": [{"class_name": "InputLayer", "config": {"batch_shape": [None, 3]}},
-                                                                         mutators.lambda_layer(m)]}})})),
-    "VDS reading its own file": ("h5", "m.h5", lambda s, d, m: _h5(s, d, _replace_dataset(
-        lambda f, n, dst: f.create_virtual_dataset(n, _self_layout(dst, n))))),
-    "external storage": ("weights.h5", "m.weights.h5", lambda s, d, m: _h5(s, d, _replace_dataset(
-        lambda f, n, dst: f.create_dataset(n, shape=(16,), dtype="u1", external=[("/etc/hostname", 0, 16)])))),
-    "external link": ("h5", "m.h5", lambda s, d, m: _h5(s, d, _replace_dataset(lambda f, n, dst: f.__setitem__(n, h5py.ExternalLink("/etc/passwd", "/x"))))),
-    "soft link loop": ("weights.h5", "m.weights.h5", lambda s, d, m: _h5(s, d, _replace_dataset(lambda f, n, dst: f.__setitem__(n, h5py.SoftLink("/" + n))))),
-    "4 TiB declared dataset": ("weights.h5", "m.weights.h5", lambda s, d, m: _h5(s, d, _replace_dataset(
-        lambda f, n, dst: f.create_dataset(n, shape=(1 << 40,), dtype="f4", chunks=(1 << 16,))))),
-    "groups 2500 deep": ("h5", "m.h5", lambda s, d, m: _h5(s, d, _deep_groups)),
-    # variable-length strings: the header holds only a reference, so an attribute can be any size
-    "layer_names one 2M-character string": ("keras2 weights", "w.h5", lambda s, d, m: _h5(s, d, lambda f, dst: f.attrs.__setitem__(
-        "layer_names", "y" * 2_000_000))),
-    "layer_names 1.2M names": ("keras2 weights", "w.h5", lambda s, d, m: _h5(s, d, _many_layer_names)),
-    "weight_names one name of 100,000 characters": ("tf.keras h5", "m.h5", lambda s, d, m: _h5(s, d, lambda f, dst: f["model_weights/dense"].attrs.__setitem__(
-        "weight_names", np.array(["dense/" + "k" * 100_000], dtype=h5py.string_dtype())))),
-    "Empty attributes": ("tf.keras h5", "m.h5", lambda s, d, m: _h5(s, d, lambda f, dst: [f.attrs.__setitem__(k, h5py.Empty("f4")) for k in list(f.attrs)])),
-    "model_config of the wrong type": ("tf.keras h5", "m.h5", lambda s, d, m: _h5(s, d, lambda f, dst: f.attrs.__setitem__("model_config", b"[1, 2, 3]"))),
-    "safetensors deep header": ("safetensors", "m.safetensors", lambda s, d, m: _safetensors(s, d, mutators.deep_json().encode())),
-    "safetensors header past the end": ("safetensors", "m.safetensors", lambda s, d, m: _safetensors(s, d, length=1 << 62)),
-    "safetensors offsets past the end": ("safetensors", "m.safetensors", lambda s, d, m: _safetensors(s, d, json.dumps(
-        {k: dict(v, data_offsets=[0, 1 << 40]) if k != "__metadata__" else v
-         for k, v in json.loads(s.read_bytes()[8:8 + struct.unpack("<Q", s.read_bytes()[:8])[0]]).items()}).encode())),
-    "YAML alias bomb": ("yaml", "m.yaml", lambda s, d, m: d.write_text(ALIAS_BOMB)),
-    "YAML python tag": ("yaml", "m.yaml", lambda s, d, m: d.write_text(f"!!python/object/apply:os.system ['touch {m}']\n")),
-    "JSON architecture nested 50,000 deep": ("json", "m.json", lambda s, d, m: d.write_text(mutators.deep_json())),
-    "JSON architecture of the wrong types": ("tf.keras json", "m.json", lambda s, d, m: d.write_text(json.dumps(
-        {"class_name": "Sequential", "config": {"layers": [{"class_name": 3, "config": []}, None, "x"]}}))),
-    "checkpoint state naming a 5000-character file": ("tf checkpoint", "ckpt", lambda s, d, m: _checkpoint_state(s, d, "x" * 5000)),
-    "checkpoint folder whose state file names a 5000-character file": ("tf checkpoint", "ckpt", lambda s, d, m: _checkpoint_state(s, d, "x" * 5000)),
-    "checkpoint folder whose state file names a file elsewhere": ("tf checkpoint", "ckpt", lambda s, d, m: _checkpoint_state(s, d, "/etc/passwd")),
-    "checkpoint index damaged": ("tf checkpoint", "ckpt", lambda s, d, m: _checkpoint_bytes(s, d, ".index")),
-    "SavedModel metadata damaged": ("savedmodel", "m.savedmodel", lambda s, d, m: _savedmodel_damage(s, d, "keras_metadata.pb")),
-    "SavedModel variables damaged": ("savedmodel", "m.savedmodel", lambda s, d, m: _savedmodel_damage(s, d, "variables/variables.index")),
-}
-
-
-def _self_layout(dst, name):
-    layout = h5py.VirtualLayout(shape=(16,), dtype="f4")
-    layout[:] = h5py.VirtualSource(str(dst), name, shape=(16,))
-    return layout
-
-
-def _checkpoint_state(seed, dst, name):
-    shutil.copytree(seed.parent, dst)
-    (dst / "checkpoint").write_text(f'model_checkpoint_path: "{name}"\n')
-
-
-def _checkpoint_bytes(seed, dst, suffix):
-    shutil.copytree(seed.parent, dst)
-    target = dst / (seed.name + suffix)
-    data = bytearray(target.read_bytes())
-    data[len(data) // 2:len(data) // 2 + 16] = b"\xff" * 16
-    target.write_bytes(bytes(data))
-
-
-def _savedmodel_damage(seed, dst, member):
-    shutil.copytree(seed, dst)
-    target = dst / member
-    data = bytearray(target.read_bytes())
-    data[len(data) // 3:len(data) // 3 + 32] = b"\x8f" * 32
-    target.write_bytes(bytes(data))
-
-
-@pytest.mark.parametrize("kind", sorted(HOSTILE))
+@pytest.mark.parametrize("kind", sorted(hostile.HOSTILE))
 def test_every_reader_names_a_hostile_file_in_one_line(corpus, kind):
-    root, built, marker, runner = corpus
-    seed_name, file_name, build = HOSTILE[kind]
-    seed = built[seed_name]
-    case_dir = root / "cases" / kind.replace(" ", "_").replace("/", "_")
-    case_dir.mkdir(parents=True)
-    path = case_dir / file_name
-    build(seed.path, path, marker)
-    if seed.kind == "tf-checkpoint" and "folder" not in kind:
-        path = path / seed.path.name  # the checkpoint prefix (else the folder, named by its state file)
-    outcome = runner.run({"path": str(path), "architecture": str(seed.architecture) if seed.architecture else None,
+    root, built, runner = corpus
+    seed = built[hostile.HOSTILE[kind][0]]
+    path = hostile_file(kind, built, root / "cases" / hostile.slug(kind))
+    outcome = runner.run({"path": path, "architecture": str(seed.architecture) if seed.architecture else None,
                           "weights": str(seed.weights) if seed.weights else None})
     assert not findings(outcome), outcome
-    assert not marker.exists()
+    assert not runner.marker.exists()
     assert any(v.startswith("refused:") for v in outcome.values()), f"no reader noticed anything: {outcome}"
+
+
+RUN_UNSAFELY = """
+import io, json, sys, zipfile
+kind, path = sys.argv[1], sys.argv[2]
+if kind == "Lambda bytecode in config":
+    import base64, marshal, types
+    layers = json.loads(zipfile.ZipFile(path).read("config.json"))["config"]["layers"]
+    function = next(layer for layer in layers if layer["class_name"] == "Lambda")["config"]["function"]["config"]
+    # what tf.keras 2's func_load did with a Lambda's bytecode (Keras 3's wants a tuple of defaults, JSON has a list)
+    code = marshal.loads(base64.b64decode(function["code"]))
+    types.FunctionType(code, globals(), None, tuple(function["defaults"]))(0)
+elif kind == "YAML python tag":
+    import yaml
+    yaml.unsafe_load(open(path))
+elif kind == "pickle in the weights":
+    import numpy as np
+    np.load(io.BytesIO(zipfile.ZipFile(path).read("model.weights.npz")), allow_pickle=True)["layers/conv/vars/0"]
+elif kind == "graph-only SavedModel whose initializer writes a file":
+    import tensorflow as tf
+    tf.saved_model.load(path)
+"""
+CODE_BEARING = ["Lambda bytecode in config", "YAML python tag", "pickle in the weights", "graph-only SavedModel whose initializer writes a file"]
+
+
+@pytest.mark.parametrize("kind", CODE_BEARING)
+def test_a_kept_code_bearing_file_writes_the_marker_where_it_is_replayed(kind, tmp_path):
+    """What makes the replay above meaningful: run unsafely (as a careless loader would) from any folder, the
+    kept file's code writes the marker in that folder, where the fuzz worker looks for it."""
+    import os
+    import subprocess
+    import sys
+
+    from fuzzing.runner import MARKER
+
+    if "SavedModel" in kind:
+        pytest.importorskip("tensorflow")
+    path = hostile.kept(kind)
+    assert path is not None, kind
+    env = dict(os.environ, KERAS_BACKEND="jax" if "SavedModel" not in kind else "tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    subprocess.run([sys.executable, "-c", RUN_UNSAFELY, kind, str(path)], cwd=tmp_path, env=env, capture_output=True, timeout=300)
+    assert (tmp_path / MARKER).exists(), f"{kind}: running the kept file did not write {MARKER} in its folder"

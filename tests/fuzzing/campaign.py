@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from . import mutators
 from .mutators import MUTATORS
-from .runner import findings
+from .runner import MARKER, findings
 from .seeds import Seed
 
 REGRESSIONS = pathlib.Path(__file__).parent.parent / "fixtures" / "fuzz" / "regressions"
@@ -24,7 +24,7 @@ REGRESSIONS = pathlib.Path(__file__).parent.parent / "fixtures" / "fuzz" / "regr
 KEEP_BYTES = 4 << 20
 
 
-def make_case(draw, seed: Seed, workdir: pathlib.Path, marker: pathlib.Path, number: int) -> dict:
+def make_case(draw, seed: Seed, workdir: pathlib.Path, number: int) -> dict:
     """Write one mutated copy of ``seed`` under ``workdir``; return the case the worker runs."""
     mutator = draw(st.sampled_from(MUTATORS[seed.kind]))
     case_dir = workdir / f"case{number}"
@@ -37,7 +37,7 @@ def make_case(draw, seed: Seed, workdir: pathlib.Path, marker: pathlib.Path, num
             draw(st.sampled_from([".keras", ".h5", ".weights.h5", ".safetensors", ".json", ".yaml", ""]))
         path = case_dir / f"case{suffix}"
     mutators.CHOSEN.clear()
-    mutator(draw, seed.path, path, marker)
+    mutator(draw, seed.path, path, MARKER)
     return {"path": str(path), "seed": seed.name, "mutator": "/".join([mutator.__name__, *mutators.CHOSEN]),
             "architecture": str(seed.architecture) if seed.architecture else None,
             "weights": str(seed.weights) if seed.weights else None}

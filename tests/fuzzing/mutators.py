@@ -3,8 +3,8 @@
 Every mutator knows its format's structure (zip members and headers, HDF5 attributes,
 datasets and links, the safetensors header, JSON/YAML values, TensorFlow checkpoint
 tables), so most cases get past the first magic-byte check and reach the code behind it.
-``marker`` is the path a code-bearing mutation tries to write: if it exists after a
-case, loading ran code from the file.
+``marker`` is the path a code-bearing mutation tries to write (runner.MARKER, relative to
+the worker's folder): if it exists after a case, loading ran code from the file.
 """
 
 from __future__ import annotations

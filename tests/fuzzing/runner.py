@@ -1,7 +1,7 @@
 """Parent side: a worker process (worker.py) that runs cases, restarted after a hang or a crash.
 
 Example:
-    >>> with Runner(marker=pathlib.Path("/tmp/m"), architectures=[]) as runner:  # doctest: +SKIP
+    >>> with Runner(workdir=pathlib.Path("/tmp/fuzz"), architectures=[]) as runner:  # doctest: +SKIP
     ...     runner.run({"path": "damaged.keras"})
     {'load': 'refused:CorruptFileError', ...}
 """
@@ -20,11 +20,15 @@ HERE = pathlib.Path(__file__).parent
 # A case's every reader together; loading a small model takes about a second.
 CASE_TIMEOUT_S = 60
 START_TIMEOUT_S = 180
+# What code carried by a hostile file writes. Relative: the worker runs in the runner's folder, so a
+# file kept in the regression corpus still writes the marker that is checked wherever it is replayed.
+MARKER = pathlib.Path("kerasafe-fuzz-marker")
 
 
 class Runner:
-    def __init__(self, *, marker: pathlib.Path, architectures: list[str], headroom: int = 1 << 30):
-        self.marker, self.architectures, self.headroom = marker, architectures, headroom
+    def __init__(self, *, workdir: pathlib.Path, architectures: list[str], headroom: int = 1 << 30):
+        self.workdir, self.architectures, self.headroom = workdir, architectures, headroom
+        self.marker = workdir / MARKER  # exists after a case: the case ran code from its file
         self.process: subprocess.Popen | None = None
 
     def __enter__(self) -> Runner:
@@ -38,7 +42,7 @@ class Runner:
                    KERASAFE_FUZZ_ARCHITECTURES=json.dumps(self.architectures), COLUMNS="200")
         env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), env.get("PYTHONPATH", "")])
         self.process = subprocess.Popen([sys.executable, "-m", "fuzzing.worker", str(self.headroom)], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=HERE.parent)
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=self.workdir)
         reply = self._read(START_TIMEOUT_S)
         if reply is None or not reply.get("ready"):
             raise RuntimeError(f"the fuzz worker did not start: {reply}")
