@@ -42,12 +42,31 @@ def _write(fmt, model, path, manifest, *, weights_only: bool, include_optimizer:
     return target
 
 
-def save(model, path, *, labels=None, preprocessing=None, metadata=None, include_optimizer=True, format=None) -> pathlib.Path:
+# tf.keras 2's model.save(save_format=...) values, as the tutorials pass them, and the format each means.
+SAVE_FORMATS = {"h5": "h5", "keras": "keras", "tf": "savedmodel"}
+
+
+def _save_format(path, format, save_format):
+    if save_format is None:
+        return format
+    if format is not None:
+        raise errors.KerasafeError(path, "format= or save_format=, not both", f"format={format!r}, save_format={save_format!r}",
+                                   "pass one of them")
+    if save_format not in SAVE_FORMATS:
+        raise errors.KerasafeError(path, f"save_format among {sorted(SAVE_FORMATS)} (tf.keras 2's values)", repr(save_format),
+                                   "pass one of those, or format= with a kerasafe format name")
+    return SAVE_FORMATS[save_format]
+
+
+def save(model, path, *, labels=None, preprocessing=None, metadata=None, include_optimizer=True, format=None,
+         save_format=None) -> pathlib.Path:
     """Save a whole model; the format follows the name (or ``format=``).
 
     ``.keras``, ``.h5``/``.hdf5``, ``.weights.h5``, ``.safetensors``, ``.json``,
     ``.yaml``/``.yml``; a name without suffix is a SavedModel directory; an
-    unknown suffix gets ``.keras`` content with a warning. ``labels``,
+    unknown suffix gets ``.keras`` content with a warning. ``save_format=`` takes
+    tf.keras 2's values as the tutorials wrote them: ``"h5"``, ``"keras"``, ``"tf"``
+    (a SavedModel directory). ``labels``,
     ``preprocessing`` and ``metadata`` travel inside the file (taken from
     ``model.kerasafe`` when not given). The write is atomic: a crash leaves the
     previous file intact.
@@ -60,7 +79,7 @@ def save(model, path, *, labels=None, preprocessing=None, metadata=None, include
         ('no', 'yes')
     """
     _check_model(model, "save")
-    fmt = formats.for_save(path, format)
+    fmt = formats.for_save(path, _save_format(path, format, save_format))
     if include_optimizer:
         # Saved slot variables must match what a load rebuilds; an optimizer that has
         # not stepped yet has none, and Keras would warn and drop the state on load.
@@ -71,12 +90,13 @@ def save(model, path, *, labels=None, preprocessing=None, metadata=None, include
     return _write(fmt, model, path, manifest, weights_only=False, include_optimizer=include_optimizer)
 
 
-def save_weights(model, path, *, format=None) -> pathlib.Path:
+def save_weights(model, path, *, format=None, save_format=None) -> pathlib.Path:
     """Save the weights (and, for kerasafe's own reading, the architecture) of ``model``.
 
     ``.weights.h5`` is Keras 3's layout (optimizer state included); any other
     ``.h5``/``.hdf5`` name gets Keras 2's layout, as the tutorials'
     ``save_weights("model.h5")`` expects; ``.safetensors`` works too.
+    ``save_format="h5"`` (tf.keras 2's spelling) writes Keras 2's layout under any name.
 
     Example:
         >>> import keras, kerasafe as ks, tempfile, os
@@ -86,6 +106,12 @@ def save_weights(model, path, *, format=None) -> pathlib.Path:
         True
     """
     _check_model(model, "save weights of")
+    if save_format is not None:
+        if save_format != "h5" or format is not None:
+            raise errors.UnsupportedOperationError(
+                path, "save_format='h5' alone (tf.keras 2's Keras 2 weights layout)", f"format={format!r}, save_format={save_format!r}",
+                "save to name.weights.h5 or name.h5 without save_format ('tf' meant a TensorFlow checkpoint, which kerasafe reads but does not write)")
+        format = "legacy-weights.h5"
     fmt = formats.for_save_weights(path, format)
     manifest = manifest_mod.build(model)
     return _write(fmt, model, path, manifest, weights_only=True, include_optimizer=True)
