@@ -11,38 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.util
-import json
-import os
 import pathlib
-
-
-def _choose_default_backend() -> None:
-    """Use the backend the user configured if it is installed, else JAX (the default install).
-
-    Keras itself falls back to TensorFlow, and writes that into ~/.keras/keras.json on
-    first import, so a machine with only the default install would fail to start.
-    """
-    if os.environ.get("KERAS_BACKEND"):
-        return
-    keras_home = pathlib.Path(os.environ.get("KERAS_HOME", pathlib.Path.home() / ".keras"))
-    configured = None
-    try:
-        configured = json.loads((keras_home / "keras.json").read_text()).get("backend")
-    except (OSError, ValueError, AttributeError):
-        pass
-    if configured and importlib.util.find_spec(configured if configured != "numpy" else "numpy") is not None:
-        return
-    if importlib.util.find_spec("jax") is not None:
-        os.environ["KERAS_BACKEND"] = "jax"
 
 
 def keras():
     """The ``keras`` module, imported on first call."""
-    import sys
+    from . import _backend
 
-    if "keras" not in sys.modules:
-        _choose_default_backend()
+    _backend.choose()  # before Keras's first import: its own fallback (TensorFlow) may not be installed
     import keras as _k
 
     _register_legacy_functions(_k)

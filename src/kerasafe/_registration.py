@@ -34,6 +34,9 @@ class _AfterKerasLoader(importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module):
+        from . import _backend
+
+        _backend.choose()  # `import kerasafe, keras` on the default install: not Keras's TensorFlow fallback
         self._loader.exec_module(module)
         _register()
 
