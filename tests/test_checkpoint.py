@@ -117,14 +117,17 @@ def test_tutorial_filename_pattern_and_weights_only(tmp_path):
 
 
 def test_continue_with_more_data_keeps_optimizer_state(tmp_path):
-    """Tutorial 004: restore, then fit on new data; training goes on from where it was."""
+    """Tutorial 004: restore, then fit on new data; training goes on from where it was (not from scratch)."""
+    keras.utils.set_random_seed(0)
     model = zoo.mlp()
-    history = _fit(model, tmp_path, 6)
+    _fit(model, tmp_path, 6)
     restored = ks.restore(tmp_path)
     assert int(np.asarray(restored.optimizer.iterations)) == int(np.asarray(model.optimizer.iterations)) > 0
     x_new, y_new = _data(seed=1)
     more = restored.fit(x_new, y_new, batch_size=8, epochs=1, verbose=0, shuffle=False)
-    assert more.history["loss"][0] <= history.history["loss"][-1] * 1.5
+    keras.utils.set_random_seed(0)
+    scratch = zoo.mlp().fit(x_new, y_new, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    assert more.history["loss"][0] < scratch.history["loss"][0]
 
 
 def test_bad_arguments():
@@ -161,8 +164,6 @@ def test_ks_fit_resumes_by_itself_in_process(tmp_path):
 
 def test_ks_fit_refuses_what_it_cannot_resume(tmp_path):
     x, y = _data()
-    with pytest.raises(errors.KerasafeError):
-        ks.fit(zoo.mlp(), x, y, checkpoint_dir=tmp_path, validation_split=0.2)
     with pytest.raises(errors.KerasafeError):
         ks.fit(zoo.mlp(), iter([x]), checkpoint_dir=tmp_path)
 

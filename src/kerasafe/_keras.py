@@ -370,6 +370,32 @@ def set_random_seed(seed: int) -> None:
         torch.manual_seed(seed)
 
 
+def global_random_seed() -> int | None:
+    """The seed last given to ``keras.utils.set_random_seed`` in this process, or None."""
+    keras()
+    from keras.src.backend.common import global_state
+    from keras.src.utils import rng_utils
+
+    seed = global_state.get_global_attribute(rng_utils.GLOBAL_RANDOM_SEED)
+    return seed if isinstance(seed, int) else None
+
+
+def train_validation_split(arrays, validation_split):
+    """Keras's own split for ``fit(validation_split=)``: the last fraction, before any shuffling."""
+    keras()
+    from keras.src.trainers.data_adapters import array_slicing
+
+    return array_slicing.train_validation_split(arrays, validation_split=validation_split)
+
+
+def class_weight_to_sample_weights(y, class_weight):
+    """Keras's own mapping of ``fit(class_weight=)`` onto per-sample weights (one-hot or sparse labels)."""
+    keras()
+    from keras.src.trainers.data_adapters import data_adapter_utils
+
+    return data_adapter_utils.class_weight_to_sample_weights(y, class_weight)
+
+
 def build_metrics(model, x_batch, y_batch) -> None:
     """Create the compiled metrics' variables now, as Keras does at the start of ``fit`` on JAX/PyTorch.
 

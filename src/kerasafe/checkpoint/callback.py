@@ -45,7 +45,7 @@ class _CheckpointMixin:
         self._lock = store.DirectoryLock(self.directory)
         self._history: dict[str, list[float]] = {}
         self._epoch = 0
-        self._global_batch = 0
+        self._global_batch = None  # batches trained under this callback: read from the directory at the first fit
         self._batch_offset = 0  # batches of the current epoch done before a restart (ks.fit)
         self._due_at_epoch_end = False
         self.extra_state = None  # ks.fit: a callable adding random and callback state
@@ -62,8 +62,9 @@ class _CheckpointMixin:
     def on_train_begin(self, logs=None):
         self._lock.acquire()
         store.clean(self.directory)
-        found = store.committed(self.directory)
-        self._global_batch = found[-1].marker.get("global_batch", 0) if found else 0
+        if self._global_batch is None:  # a later fit call (ks.fit makes several) keeps counting
+            found = store.committed(self.directory)
+            self._global_batch = found[-1].marker.get("global_batch", 0) if found else 0
 
     def on_train_end(self, logs=None):
         self.close()

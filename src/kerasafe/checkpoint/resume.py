@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import random
 import warnings
@@ -60,15 +62,68 @@ def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def _batches(x, y, batch_size, seed, shuffle, start_epoch, start_batch):
-    n = _length(x)
-    epoch, first = start_epoch, start_batch
-    while True:
-        order = epoch_order(n, seed, epoch, shuffle)
-        for b in range(first, math.ceil(n / batch_size)):
+def epoch_plan(n_batches: int, steps_per_epoch: int | None):
+    """Training epoch -> (data epoch, its first batch, batches): Keras's rule for arrays.
+
+    Without ``steps_per_epoch`` each epoch is one pass over the data. With it, Keras's
+    EpochIterator keeps one pass going across epochs of ``steps_per_epoch`` batches and ends
+    an epoch early where the pass ends (so no epoch straddles two shuffles); more steps than
+    batches gives one pass per epoch.
+    """
+    size = min(steps_per_epoch or n_batches, n_batches)
+    parts = math.ceil(n_batches / size)
+
+    def at(epoch: int) -> tuple[int, int, int]:
+        data_epoch, part = divmod(epoch, parts)
+        first = part * size
+        return data_epoch, first, min(size, n_batches - first)
+    return at
+
+
+def _batches(data, batch_size, seed, shuffle, at, start_epoch, skip):
+    """Batches from training epoch ``start_epoch`` on (``skip`` of its batches done), without end."""
+    n = _length(data[0])
+    for epoch in itertools.count(start_epoch):
+        data_epoch, first, count = at(epoch)
+        order = epoch_order(n, seed, data_epoch, shuffle)
+        for b in range(first + (skip if epoch == start_epoch else 0), first + count):
             index = order[b * batch_size:(b + 1) * batch_size]
-            yield (_take(x, index), _take(y, index)) if y is not None else (_take(x, index),)
-        epoch, first = epoch + 1, 0
+            yield tuple(_take(part, index) for part in data)
+
+
+def _segments(at, start_epoch: int, start_batch: int, epochs: int) -> list[tuple[int, int, int, int]]:
+    """One ``model.fit`` call per run of epochs of equal length: (first epoch, end epoch, steps, batches to skip)."""
+    out = []
+    epoch = start_epoch
+    if start_batch and epoch < epochs:  # the rest of the epoch a crash interrupted
+        out.append((epoch, epoch + 1, at(epoch)[2] - start_batch, start_batch))
+        epoch += 1
+    while epoch < epochs:
+        steps, end = at(epoch)[2], epoch
+        while end < epochs and at(end)[2] == steps:
+            end += 1
+        out.append((epoch, end, steps, 0))
+        epoch = end
+    return out
+
+
+def _arrays(model, x, y, sample_weight, class_weight, validation_split, validation_data):
+    """(training parts (x, y[, sample_weight]), validation_data), as Keras's array adapter makes them."""
+    try:
+        if validation_split and validation_data is None:
+            (x, y, sample_weight), (vx, vy, vw) = _keras.train_validation_split((x, y, sample_weight), validation_split)
+            validation_data = (vx, vy) if vw is None else (vx, vy, vw)
+        if class_weight is not None:
+            if sample_weight is not None:
+                raise ValueError("You cannot `class_weight` and `sample_weight` at the same time.")
+            if y is None or isinstance(y, dict | list | tuple):
+                raise ValueError("`class_weight` is only supported for Models with a single output.")
+            sample_weight = _keras.class_weight_to_sample_weights(np.asarray(y), class_weight)
+    except ValueError as exc:  # Keras's own checks, worded by Keras
+        raise errors.KerasafeError(None, "fit arguments Keras accepts for arrays", " ".join(str(exc).split()),
+                                   "fix the argument as Keras's message says") from None
+    parts = (x,) if y is None else (x, y) if sample_weight is None else (x, y, sample_weight)
+    return parts, validation_data
 
 
 def _seed_variables(model):
@@ -165,16 +220,24 @@ def _put_back_callbacks(callbacks, saved: list[dict]) -> None:
                     setattr(cb, attr, state[attr])
 
 
-def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=32, shuffle=True, seed=None,
+def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shuffle=True, seed=None,
         save_freq="epoch", keep_last=3, keep_best=0, monitor="val_loss", mode="auto", async_write=True, callbacks=None,
-        **fit_kwargs):
+        validation_split=0.0, validation_data=None, sample_weight=None, class_weight=None, initial_epoch=0,
+        steps_per_epoch=None, **fit_kwargs):
     """``model.fit`` on arrays that checkpoints to ``checkpoint_dir`` and resumes from it by itself.
 
     Run the same script again after a crash and it continues where the newest
     intact checkpoint stopped (epoch and batch), ending with the weights an
     uninterrupted run ends with. Returns a History covering all epochs; an epoch
     cut mid-way logs the training metrics of all its batches (their running sums
-    are part of each batch checkpoint).
+    are part of each batch checkpoint). Every other argument has ``model.fit``'s
+    meaning: ``validation_split`` takes the last fraction before shuffling,
+    ``class_weight``/``sample_weight`` weight the samples, ``steps_per_epoch`` cuts
+    passes over the data into epochs as Keras does, ``initial_epoch`` starts later,
+    and ``validation_steps``/``validation_freq``/``validation_batch_size``/``verbose``
+    go to ``model.fit``. The sample order comes from ``seed``; without one, from the
+    seed given to ``keras.utils.set_random_seed`` (two runs of a script that sets it are
+    bitwise equal), else one drawn once and kept in the checkpoints.
 
     Example:
         >>> import keras, numpy as np, tempfile, kerasafe as ks
@@ -187,12 +250,17 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=32, shuff
     """
     if x is None or hasattr(x, "__next__") or type(x).__name__ in ("PyDataset", "DatasetV2", "DataLoader"):
         raise errors.KerasafeError(None, "NumPy arrays (or dicts/lists of them) as x", type(x).__name__, "pass arrays; ks.fit owns their order to resume exactly")
-    for key in ("initial_epoch", "steps_per_epoch", "validation_split"):
-        if key in fit_kwargs:
-            raise errors.KerasafeError(None, f"no {key} (ks.fit decides it)", key, "leave it out; use validation_data for validation")
+    parts, validation_data = _arrays(model, x, y, sample_weight, class_weight, validation_split, validation_data)
+    n = _length(parts[0])
+    if batch_size is None:  # Keras's default, or the size that makes steps_per_epoch one pass
+        batch_size = math.ceil(n / steps_per_epoch) if steps_per_epoch else 32
+    at = epoch_plan(math.ceil(n / batch_size), steps_per_epoch)
+    if steps_per_epoch and steps_per_epoch > math.ceil(n / batch_size):
+        warnings.warn(f"steps_per_epoch={steps_per_epoch} is more than the {math.ceil(n / batch_size)} batches in the data: "
+                      "each epoch is one pass, as Keras does with arrays", stacklevel=2)
     callbacks = list(callbacks or [])
     found = store.committed(checkpoint_dir)
-    start_epoch = start_batch = 0
+    start_epoch, start_batch = initial_epoch, 0
     history: dict[str, list[float]] = {}
     if found:
         chosen = store.newest_intact(checkpoint_dir)
@@ -205,41 +273,48 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=32, shuff
         # An epoch checkpoint records epochs done; a batch checkpoint the epoch under way.
         start_epoch, start_batch = state["epoch"], state["batch"] or 0
     if seed is None:
-        seed = int(np.random.default_rng().integers(2**31))
-    n = _length(x)
-    steps = math.ceil(n / batch_size)
-    if start_batch >= steps:
+        # keras.utils.set_random_seed(n) makes a script reproducible: so is its sample order. Without
+        # one, a seed is drawn once; the checkpoints keep it for the resumed run.
+        seed = _keras.global_random_seed()
+        if seed is None:
+            seed = int(np.random.default_rng().integers(2**31))
+    if start_batch >= at(start_epoch)[2]:
         start_epoch, start_batch = start_epoch + 1, 0
     checkpoint = Checkpoint(checkpoint_dir, save_freq=save_freq, keep_last=keep_last, keep_best=keep_best, monitor=monitor, mode=mode,
                             async_write=async_write)
     checkpoint.extra_state = lambda: _capture(model, callbacks, seed)
     checkpoint.resume_from(history, start_batch)
-    if found:
+    saved_callbacks = state["extra"].get("callbacks", []) if found else None
+    if found and start_batch:
         def on_resume():
-            _put_back_callbacks(callbacks, state["extra"].get("callbacks", []))
-            if start_batch:
-                _put_back_metrics(model, state["extra"].get("metrics"))
-
-        checkpoint.on_resume = on_resume
+            _put_back_callbacks(callbacks, saved_callbacks)
+            _put_back_metrics(model, state["extra"].get("metrics"))
+    elif saved_callbacks:
+        def on_resume():
+            _put_back_callbacks(callbacks, saved_callbacks)
+    else:
+        on_resume = None
     if start_batch:  # the metric sums are put back at the epoch's start: their variables must exist
-        _keras.build_metrics(model, _take(x, slice(0, 1)), _take(y, slice(0, 1)))
+        _keras.build_metrics(model, _take(parts[0], slice(0, 1)), _take(parts[1], slice(0, 1)) if len(parts) > 1 else None)
     # The checkpoint goes last, so what it saves at an epoch's end includes what the other
     # callbacks (EarlyStopping, ReduceLROnPlateau) did at that epoch's end.
     continuity = _framework_random_continuity(state["extra"].get("framework_random") if found else None)
     fit_callbacks = [continuity, *callbacks, checkpoint]
+    if validation_data is not None:
+        fit_kwargs["validation_data"] = validation_data
     result = None
     try:
-        if start_batch and start_epoch < epochs:  # the rest of the epoch a crash interrupted
+        for first, end, steps, skip in _segments(at, start_epoch, start_batch, epochs):
             # Each fit call gets its own generator: TensorFlow's adapter reads ahead of the
             # step it is on, and batches read ahead by one call would be lost to the next.
-            rest = _batches(x, y, batch_size, seed, shuffle, start_epoch, start_batch)
-            result = model.fit(rest, steps_per_epoch=steps - start_batch, epochs=start_epoch + 1, initial_epoch=start_epoch,
-                               callbacks=fit_callbacks, shuffle=False, **fit_kwargs)
-            start_epoch += 1
-        if start_epoch < epochs:
-            batches = _batches(x, y, batch_size, seed, shuffle, start_epoch, 0)
-            result = model.fit(batches, steps_per_epoch=steps, epochs=epochs, initial_epoch=start_epoch,
-                               callbacks=fit_callbacks, shuffle=False, **fit_kwargs)
+            checkpoint.on_resume = on_resume
+            result = model.fit(_batches(parts, batch_size, seed, shuffle, at, first, skip), steps_per_epoch=steps, epochs=end,
+                               initial_epoch=first, callbacks=fit_callbacks, shuffle=False, **fit_kwargs)
+            if model.stop_training:  # EarlyStopping (or the user) ended the run
+                break
+            # Keras resets stateful callbacks at each fit call: the next one continues from here.
+            carried = _capture(model, callbacks, seed)["callbacks"]
+            on_resume = functools.partial(_put_back_callbacks, callbacks, carried)
     except BaseException:
         # Keras skips on_train_end when fit raises: finish the write in flight and free the
         # directory here, reporting a background failure without hiding the one raised.
