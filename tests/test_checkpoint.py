@@ -130,6 +130,20 @@ def test_continue_with_more_data_keeps_optimizer_state(tmp_path):
     assert more.history["loss"][0] < scratch.history["loss"][0]
 
 
+def test_a_plain_model_fit_run_continues_with_one_line(tmp_path):
+    """model.fit + ks.Checkpoint, stopped after 3 of 5 epochs; the documented continuation trains epochs 4 and 5 only."""
+    keras.utils.set_random_seed(0)
+    x, y = _data()
+    zoo.mlp().fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[ks.Checkpoint(tmp_path)])
+    model = ks.restore(tmp_path)
+    assert model.kerasafe.epoch == 3
+    more = model.fit(x, y, batch_size=8, epochs=5, initial_epoch=model.kerasafe.epoch, verbose=0, callbacks=[ks.Checkpoint(tmp_path)])
+    assert more.epoch == [3, 4]
+    assert [c.marker["epoch"] for c in store.committed(tmp_path)][-1] == 5
+    assert int(np.asarray(model.optimizer.iterations)) == 5 * 8
+    assert ks.load(ks.save(model, tmp_path / "m.keras")).kerasafe.epoch == 0  # not a checkpoint
+
+
 def test_bad_arguments():
     for kwargs in ({"save_freq": 0}, {"save_freq": "often"}, {"keep_last": 0}, {"mode": "up"}):
         with pytest.raises(errors.KerasafeError):

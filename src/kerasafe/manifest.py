@@ -346,6 +346,17 @@ class ModelInfo:
             manifest=_freeze(m),
         )
 
+    @property
+    def epoch(self) -> int:
+        """Epochs done when this model was checkpointed (0 for a model that is not a checkpoint).
+
+        What a run with plain ``model.fit`` passes as ``initial_epoch`` to continue:
+        ``model = ks.restore(d); model.fit(..., initial_epoch=model.kerasafe.epoch)``.
+        """
+        checkpoint = self.manifest.get("checkpoint")
+        epoch = checkpoint.get("epoch") if hasattr(checkpoint, "get") else None
+        return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0 else 0
+
     def as_dict(self) -> dict:
         """A plain, mutable copy (for JSON output or editing before a new save)."""
         return {f.name: _thaw(getattr(self, f.name)) for f in dataclasses.fields(self)}

@@ -188,7 +188,9 @@ def restore(directory, *, which="latest"):
     """The model of a checkpoint, compiled, with its optimizer state: ``"latest"``, ``"best"`` or a step.
 
     A checkpoint whose files do not match their hashes is skipped with a warning
-    and the previous one is used. Progress is in ``model.kerasafe.manifest["checkpoint"]``.
+    and the previous one is used. Progress is in ``model.kerasafe.manifest["checkpoint"]``;
+    ``model.kerasafe.epoch`` (epochs done) is what a plain ``model.fit`` run continues from:
+    ``model.fit(x, y, epochs=20, initial_epoch=model.kerasafe.epoch, callbacks=[ks.Checkpoint(d)])``.
 
     Example:
         >>> import kerasafe as ks
