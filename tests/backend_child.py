@@ -1,7 +1,7 @@
 """Child process for cross-backend tests: write the zoo with this backend, or read another's.
 
     python backend_child.py write DIR      -> DIR/<backend>/... files + expected.npz
-    python backend_child.py read DIR/<w>   -> prints one JSON line {file: max |diff|}
+    python backend_child.py read DIR/<w>...  -> prints one JSON line per folder {file: max |diff|}
 """
 
 import json
@@ -44,8 +44,9 @@ def read(folder: pathlib.Path):
             else:
                 model = ks.load(folder / f"{name}.{target}")
             diffs[f"{name}.{target}"] = float(np.max(np.abs(zoo.predict(model, x) - expected[name])))
-    print(json.dumps({"backend": keras.backend.backend(), "diffs": diffs}))
+    print(json.dumps({"backend": keras.backend.backend(), "writer": folder.name, "diffs": diffs}), flush=True)
 
 
 if __name__ == "__main__":
-    {"write": write, "read": read}[sys.argv[1]](pathlib.Path(sys.argv[2]))
+    for folder in sys.argv[2:]:  # one process per backend, every folder it is given (a backend's import is the slow part)
+        {"write": write, "read": read}[sys.argv[1]](pathlib.Path(folder))

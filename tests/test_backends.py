@@ -25,17 +25,31 @@ def written(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def read_by(written):
+    """reader backend -> writer backend -> that reader's result on that writer's files (one child per reader)."""
+    results = {}
+
+    def get(reader):
+        if reader not in results:
+            folders = [str(written / w) for w in AVAILABLE if w != reader]
+            proc = run_python([str(TESTS / "backend_child.py"), "read", *folders], backend=reader)
+            lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+            results[reader] = {r["writer"]: r for r in lines}
+        return results[reader]
+    return get
+
+
 @pytest.mark.backend
 @pytest.mark.parametrize("writer", list(MODULES))
 @pytest.mark.parametrize("reader", list(MODULES))
-def test_cross_backend_predictions(written, writer, reader):
+def test_cross_backend_predictions(read_by, writer, reader):
     if writer == reader:
         pytest.skip("same backend: covered bitwise by test_roundtrip")
     for b in (writer, reader):
         if b not in AVAILABLE:
             pytest.skip(f"the {b} backend is not installed (pip install 'kerasafe[{b}]')")
-    proc = run_python([str(TESTS / "backend_child.py"), "read", str(written / writer)], backend=reader)
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = read_by(reader)[writer]
     assert result["backend"] == reader
     assert len(result["diffs"]) == 25
     worst = max(result["diffs"].items(), key=lambda kv: kv[1])
@@ -50,7 +64,8 @@ def _resume_child(backend, directory, out, crash_after=None):
 @pytest.mark.backend
 @pytest.mark.parametrize("backend", list(MODULES))
 def test_crashed_and_resumed_run_ends_where_a_straight_one_does(backend, tmp_path):
-    """Each backend: a run that dies mid-epoch (twice) and is run again ends within 1e-6 of one that never died.
+    """Each backend: a run that dies mid-epoch and is run again ends within 1e-6 of one that never died (on JAX
+    it dies twice, the second time in a resumed run: the checkpoint logic is the same on every backend).
 
     On CPU all three end bitwise equal; the tolerance is what the docs promise for
     TensorFlow and PyTorch, whose kernels may differ in summation order elsewhere.
@@ -60,7 +75,7 @@ def test_crashed_and_resumed_run_ends_where_a_straight_one_does(backend, tmp_pat
     import numpy as np
 
     _resume_child(backend, tmp_path / "straight", tmp_path / "straight.npz")
-    for crash_after in (40, 35):  # 25 batches per epoch: dies in epoch 2, then in epoch 3
+    for crash_after in (40, 35) if backend == "jax" else (40,):  # 25 batches per epoch: dies in epoch 2, then in epoch 3
         proc = _resume_child(backend, tmp_path / "resumed", tmp_path / "resumed.npz", crash_after)
         assert proc.returncode == 17, proc.stderr[-2000:]
     _resume_child(backend, tmp_path / "resumed", tmp_path / "resumed.npz")

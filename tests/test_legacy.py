@@ -375,6 +375,7 @@ def test_upgrade_a_folder_converts_reports_and_never_overwrites(tmp_path):
     assert "file" in table.stdout and "format found" in table.stdout and "carnd_model.h5" in table.stdout
 
 
+@pytest.mark.tensorflow
 def test_a_savedmodel_without_keras_inside_runs_for_inference(tmp_path):
     """Keras 3 model.export (no Keras model inside): a callable model when TensorFlow is installed."""
     pytest.importorskip("tensorflow")

@@ -22,7 +22,7 @@ def test_legacy_tests_pass_without_tensorflow(tmp_path):
     env = dict(os.environ, KERASAFE_TEST_WITHOUT_TENSORFLOW="1", KERAS_BACKEND="jax",
                PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning",
+        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-W", "ignore::DeprecationWarning",
          f"--basetemp={tmp_path / 'base'}", str(TESTS / "test_legacy.py"), str(TESTS / "test_legacy_optimizers.py")],
         env=env, cwd=TESTS.parent, capture_output=True, text=True, timeout=1200,
     )
