@@ -12,6 +12,7 @@ import pytest
 
 import kerasafe as ks
 from kerasafe import errors
+from test_checkpoint import _Crash  # raises after N batches, like a crash between checkpoints
 
 
 def _data(n=70, seed=0):
@@ -68,19 +69,6 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
-
-
-class _Crash(keras.callbacks.Callback):
-    """Ends the run with an exception after ``after`` batches, like a crash between two checkpoints."""
-
-    def __init__(self, after):
-        super().__init__()
-        self.after, self.seen = after, 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seen += 1
-        if self.seen == self.after:
-            raise KeyboardInterrupt
 
 
 @pytest.mark.parametrize("name", ["validation_split + class_weight + steps_per_epoch", "initial_epoch"])
