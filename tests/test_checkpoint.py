@@ -232,3 +232,24 @@ def test_a_mid_epoch_restart_logs_the_same_epoch_metrics(tmp_path):
     assert resumed.keys() == straight.keys() and {"loss", "accuracy"} <= resumed.keys()
     for key in straight:
         np.testing.assert_array_equal(resumed[key], straight[key], err_msg=key)
+
+
+def test_weights_only_checkpoints_hold_weights_and_what_resume_needs(tmp_path):
+    """save_weights_only=True: each checkpoint is a .weights.h5 (no .keras archive); restore and resume work from it."""
+    import h5py
+
+    keras.utils.set_random_seed(0)
+    model = zoo.mlp()
+    _fit(model, tmp_path / "w", 2, save_weights_only=True)
+    found = store.committed(tmp_path / "w")
+    assert [sorted(p.name for p in c.path.iterdir() if p.name != "COMMIT") for c in found] == [["model.weights.h5"]] * 2
+    assert h5py.is_hdf5(found[-1].path / "model.weights.h5")
+    assert ks.inspect(found[-1].path / "model.weights.h5")["format"] == "weights.h5"
+    restored = ks.restore(tmp_path / "w")
+    assert restored.kerasafe.epoch == 2 and restored.optimizer is not None
+    for a, b in zip(restored.weights + restored.optimizer.variables, model.weights + model.optimizer.variables):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    x, y = _data()
+    more = restored.fit(x, y, batch_size=8, epochs=3, initial_epoch=restored.kerasafe.epoch, verbose=0,
+                        callbacks=[ks.Checkpoint(tmp_path / "w", save_weights_only=True)])
+    assert more.epoch == [2] and store.committed(tmp_path / "w")[-1].marker["epoch"] == 3

@@ -132,10 +132,12 @@ class _CheckpointMixin:
 
     def _write(self, snap, step: int, marker: dict) -> None:
         """Write and commit one checkpoint, then apply retention (on the background thread when async)."""
-        tmp = storage.temporary_sibling(self.directory / "model.keras")
+        # Weights only: the weights and optimizer state (and the architecture in the manifest), not a .keras archive.
+        name, write = ("model.weights.h5", keras_zip.write_weights_snapshot) if self.save_weights_only else ("model.keras", keras_zip.write_snapshot)
+        tmp = storage.temporary_sibling(self.directory / name)
         try:
-            digest = keras_zip.write_snapshot(snap, tmp)
-            store.commit(self.directory, step, {"model.keras": tmp}, extra=marker, hashes={"model.keras": digest})
+            digest = write(snap, tmp)
+            store.commit(self.directory, step, {name: tmp}, extra=marker, hashes={name: digest})
         finally:
             tmp.unlink(missing_ok=True)
         self._written = snap  # read only after the writer is waited for, so never while in use
@@ -161,7 +163,9 @@ def Checkpoint(directory, *, save_freq="epoch", keep_last=3, keep_best=0, monito
     """A Keras callback that commits a checkpoint atomically every epoch (or every ``save_freq`` batches).
 
     Each checkpoint is model + optimizer state + progress (epoch, batch, history,
-    monitored value), committed under a marker so a crash never leaves a half-written
+    monitored value) in one ``.keras`` file, or with ``save_weights_only=True`` a
+    ``.weights.h5`` file of the weights and optimizer state (the architecture and the
+    progress in its manifest: ``ks.restore`` and ``ks.fit`` resume from either), committed under a marker so a crash never leaves a half-written
     one; ``keep_last``/``keep_best`` decide what stays (deletion only after the new
     commit); a lock refuses a second run writing the same directory. ``filename``
     (``"w-{epoch:02d}-{val_loss:.2f}.weights.h5"``) also exports files as Keras's
@@ -199,4 +203,4 @@ def restore(directory, *, which="latest"):
         kerasafe.errors.FileMissingError: /nonexistent: expected a directory holding committed checkpoints, ...
     """
     chosen = store.newest_intact(directory, which)
-    return api.load(chosen.path / "model.keras", compile=True)
+    return api.load(store.model_file(chosen), compile=True)

@@ -265,7 +265,7 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shu
     if found:
         chosen = store.newest_intact(checkpoint_dir)
         _keras.ensure_optimizer_built(model)
-        api.load_weights(model, chosen.path / "model.keras")
+        api.load_weights(model, store.model_file(chosen))
         state = store.read_state(chosen)
         seed = state["extra"]["seed"]
         _put_back(model, state["extra"])

@@ -4,8 +4,10 @@ Layout::
 
     DIR/.lock                      held (flock) by the one process writing DIR
     DIR/ckpt-00000012/             a committed checkpoint (step 12)
-        model.keras                the model with its optimizer state (hashed members)
-        state.json                 epoch, batch, history, callback and random state
+        model.keras                the model with its optimizer state (hashed members), and in its
+                                   manifest the progress: epoch, batch, history, callback and random state
+        (model.weights.h5          instead, with Checkpoint(save_weights_only=True): weights and optimizer
+                                   state, the architecture and the progress in its manifest)
         COMMIT                     written last: step and the hash of every other file
     DIR/.ckpt-00000013.kerasafe-tmp-PID-XXXX/   a write in progress (or killed: removed later)
 
@@ -101,11 +103,25 @@ def committed(directory) -> list[Committed]:
     return sorted(out, key=lambda c: c.step)
 
 
+# The file a checkpoint holds: a whole model, or (Checkpoint(save_weights_only=True)) its weights.
+MODEL_FILES = ("model.keras", "model.weights.h5")
+
+
+def model_file(checkpoint: Committed) -> pathlib.Path:
+    """The model or weights file of a committed checkpoint (the one its marker lists)."""
+    files = checkpoint.marker.get("files", {})
+    return checkpoint.path / next((name for name in MODEL_FILES if name in files), MODEL_FILES[0])
+
+
 def read_manifest(checkpoint: Committed) -> dict:
     """The kerasafe manifest of a checkpoint's model (labels, metadata, progress), read without Keras."""
+    from ..formats import _hdf5
     from ..formats.keras_zip import open_archive, read_manifest as read_member
 
-    path = checkpoint.path / "model.keras"
+    path = model_file(checkpoint)
+    if path.suffix == ".h5":
+        with _hdf5.open_h5(path, expected="a checkpoint's weights file") as f:
+            return _hdf5.read_manifest(f, path) or {}
     with open_archive(path) as zf:
         return read_member(zf, path) or {}
 

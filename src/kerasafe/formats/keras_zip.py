@@ -269,6 +269,21 @@ def write_snapshot(snap: Snapshot, target: pathlib.Path) -> str:
     return out.digest
 
 
+def write_weights_snapshot(snap: Snapshot, target: pathlib.Path) -> str:
+    """Write only the weights (and optimizer state) of a :class:`Snapshot` as a ``.weights.h5`` file; return its hash.
+
+    The architecture travels in the manifest, as in every kerasafe weights file, so
+    ``ks.load`` can still rebuild the model from it. Used by weights-only checkpoints.
+    """
+    manifest = dict(snap.manifest, architecture=json.loads(snap.members[CONFIG]), hashes=_hdf5.state_hashes(snap.state))
+
+    def build(h5, placed):
+        _hdf5.write_state(h5, snap.state, placed=placed)
+        _hdf5.write_manifest(h5, manifest)
+
+    return _hdf5.write_h5_file(target, build)
+
+
 class KerasZipFormat(Format):
     name = "keras"
     description = "Keras 3 .keras archive"
