@@ -27,7 +27,7 @@ import warnings
 import numpy as np
 
 from .. import _keras, api, errors
-from . import store
+from . import sources, store
 from .callback import Checkpoint
 
 # Callback attributes that decide what a stateful Keras callback does next.
@@ -107,7 +107,65 @@ def _segments(at, start_epoch: int, start_batch: int, epochs: int) -> list[tuple
     return out
 
 
-def _arrays(model, x, y, sample_weight, class_weight, validation_split, validation_data):
+def _weighted(batches, class_weight):
+    """Keras's class_weight on each batch of a source that is not arrays (Keras refuses it for generators)."""
+    for batch in batches:
+        if class_weight is not None and isinstance(batch, tuple) and len(batch) == 2:
+            batch = (*batch, _keras.class_weight_to_sample_weights(np.asarray(batch[1]), class_weight))
+        yield batch
+
+
+def _prepend(first, rest):
+    """``first`` then ``rest``, as a generator (Keras takes generators, not other iterators)."""
+    yield first
+    yield from rest
+
+
+class _Feed:
+    """Where ks.fit's batches come from: ``at`` (epoch -> data epoch, first batch, batches) and ``batches(epoch, skip)``."""
+
+    def __init__(self, at, batches, validation_data):
+        self.at, self.batches, self.validation_data = at, batches, validation_data
+
+
+def _feed(x, y, *, seed, shuffle, batch_size, steps_per_epoch, initial_epoch, sample_weight, class_weight,
+          validation_split, validation_data, resumed) -> _Feed:
+    order = functools.partial(epoch_order, shuffle=shuffle)
+    if sources.is_py_dataset(x) or not sources.is_arrays(x):
+        for name, value in (("y", y), ("sample_weight", sample_weight), ("validation_split", validation_split or None)):
+            if value is not None:
+                raise errors.KerasafeError(None, f"no {name} with {type(x).__name__} data (Keras takes it with arrays only)",
+                                           f"{name}={type(value).__name__}", "let the data yield (x, y[, sample_weight]) batches")
+    if sources.is_py_dataset(x):
+        at = epoch_plan(len(x), steps_per_epoch)
+
+        def indices(epoch, skip):
+            for e in itertools.count(epoch):
+                data_epoch, first, count = at(e)
+                yield from (int(i) for i in order(len(x), seed, data_epoch)[first + (skip if e == epoch else 0):first + count])
+
+        return _Feed(at, lambda epoch, skip: _weighted(sources.read_py_dataset(x, indices(epoch, skip)), class_weight), validation_data)
+    if not sources.is_arrays(x):
+        source = sources.stream_source(x, resumed=resumed)
+        steps = steps_per_epoch or source.length
+        if not steps:
+            raise errors.KerasafeError(None, "steps_per_epoch for data without a length", type(x).__name__,
+                                       "pass steps_per_epoch=N (batches per epoch), as Keras needs for a generator")
+        return _Feed(lambda epoch: (0, 0, steps),
+                     lambda epoch, skip: _weighted(source.batches_from((epoch - initial_epoch) * steps + skip), class_weight),
+                     validation_data)
+    parts, validation_data = _arrays(x, y, sample_weight, class_weight, validation_split, validation_data)
+    n = _length(parts[0])
+    if batch_size is None:  # Keras's default, or the size that makes steps_per_epoch one pass
+        batch_size = math.ceil(n / steps_per_epoch) if steps_per_epoch else 32
+    at = epoch_plan(math.ceil(n / batch_size), steps_per_epoch)
+    if steps_per_epoch and steps_per_epoch > math.ceil(n / batch_size):
+        warnings.warn(f"steps_per_epoch={steps_per_epoch} is more than the {math.ceil(n / batch_size)} batches in the data: "
+                      "each epoch is one pass, as Keras does with arrays", stacklevel=3)
+    return _Feed(at, lambda epoch, skip: _batches(parts, batch_size, seed, shuffle, at, epoch, skip), validation_data)
+
+
+def _arrays(x, y, sample_weight, class_weight, validation_split, validation_data):
     """(training parts (x, y[, sample_weight]), validation_data), as Keras's array adapter makes them."""
     try:
         if validation_split and validation_data is None:
@@ -224,7 +282,11 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shu
         save_freq="epoch", keep_last=3, keep_best=0, monitor="val_loss", mode="auto", async_write=True, callbacks=None,
         validation_split=0.0, validation_data=None, sample_weight=None, class_weight=None, initial_epoch=0,
         steps_per_epoch=None, **fit_kwargs):
-    """``model.fit`` on arrays that checkpoints to ``checkpoint_dir`` and resumes from it by itself.
+    """``model.fit`` that checkpoints to ``checkpoint_dir`` and resumes from it by itself.
+
+    ``x`` is arrays (with ``y``), a ``keras.utils.PyDataset``, a function returning a
+    generator of ``(x, y[, sample_weight])`` batches, a re-iterable of them, or a one-shot
+    generator (see :mod:`kerasafe.checkpoint.sources` for how exactly each resumes).
 
     Run the same script again after a crash and it continues where the newest
     intact checkpoint stopped (epoch and batch), ending with the weights an
@@ -248,16 +310,10 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shu
         >>> len(h.history["loss"]), int(m.optimizer.iterations)
         (3, 12)
     """
-    if x is None or hasattr(x, "__next__") or type(x).__name__ in ("PyDataset", "DatasetV2", "DataLoader"):
-        raise errors.KerasafeError(None, "NumPy arrays (or dicts/lists of them) as x", type(x).__name__, "pass arrays; ks.fit owns their order to resume exactly")
-    parts, validation_data = _arrays(model, x, y, sample_weight, class_weight, validation_split, validation_data)
-    n = _length(parts[0])
-    if batch_size is None:  # Keras's default, or the size that makes steps_per_epoch one pass
-        batch_size = math.ceil(n / steps_per_epoch) if steps_per_epoch else 32
-    at = epoch_plan(math.ceil(n / batch_size), steps_per_epoch)
-    if steps_per_epoch and steps_per_epoch > math.ceil(n / batch_size):
-        warnings.warn(f"steps_per_epoch={steps_per_epoch} is more than the {math.ceil(n / batch_size)} batches in the data: "
-                      "each epoch is one pass, as Keras does with arrays", stacklevel=2)
+    if x is None or hasattr(x, "element_spec") or type(x).__module__.startswith("torch.utils.data"):
+        raise errors.KerasafeError(None, "arrays, a PyDataset, a generator function, an iterable or an iterator as x",
+                                   type(x).__name__, "tf.data and DataLoader input is not supported yet: pass arrays, a PyDataset "
+                                   "or a function returning a generator")
     callbacks = list(callbacks or [])
     found = store.committed(checkpoint_dir)
     start_epoch, start_batch = initial_epoch, 0
@@ -278,6 +334,10 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shu
         seed = _keras.global_random_seed()
         if seed is None:
             seed = int(np.random.default_rng().integers(2**31))
+    feed = _feed(x, y, seed=seed, shuffle=shuffle, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
+                 initial_epoch=initial_epoch, sample_weight=sample_weight, class_weight=class_weight,
+                 validation_split=validation_split, validation_data=validation_data, resumed=bool(found))
+    at = feed.at
     if start_batch >= at(start_epoch)[2]:
         start_epoch, start_batch = start_epoch + 1, 0
     checkpoint = Checkpoint(checkpoint_dir, save_freq=save_freq, keep_last=keep_last, keep_best=keep_best, monitor=monitor, mode=mode,
@@ -294,21 +354,26 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shu
             _put_back_callbacks(callbacks, saved_callbacks)
     else:
         on_resume = None
+    first_batches = None
     if start_batch:  # the metric sums are put back at the epoch's start: their variables must exist
-        _keras.build_metrics(model, _take(parts[0], slice(0, 1)), _take(parts[1], slice(0, 1)) if len(parts) > 1 else None)
+        first_batches = feed.batches(start_epoch, start_batch)
+        sample = next(first_batches)
+        _keras.build_metrics(model, sample[0], sample[1] if len(sample) > 1 else None)
+        first_batches = _prepend(sample, first_batches)
     # The checkpoint goes last, so what it saves at an epoch's end includes what the other
     # callbacks (EarlyStopping, ReduceLROnPlateau) did at that epoch's end.
     continuity = _framework_random_continuity(state["extra"].get("framework_random") if found else None)
     fit_callbacks = [continuity, *callbacks, checkpoint]
-    if validation_data is not None:
-        fit_kwargs["validation_data"] = validation_data
+    if feed.validation_data is not None:
+        fit_kwargs["validation_data"] = feed.validation_data
     result = None
     try:
         for first, end, steps, skip in _segments(at, start_epoch, start_batch, epochs):
             # Each fit call gets its own generator: TensorFlow's adapter reads ahead of the
             # step it is on, and batches read ahead by one call would be lost to the next.
             checkpoint.on_resume = on_resume
-            result = model.fit(_batches(parts, batch_size, seed, shuffle, at, first, skip), steps_per_epoch=steps, epochs=end,
+            batches = first_batches if skip and first_batches is not None else feed.batches(first, skip)
+            result = model.fit(batches, steps_per_epoch=steps, epochs=end,
                                initial_epoch=first, callbacks=fit_callbacks, shuffle=False, **fit_kwargs)
             if model.stop_training:  # EarlyStopping (or the user) ended the run
                 break

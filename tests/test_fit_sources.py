@@ -1,0 +1,106 @@
+"""ks.fit reads a PyDataset (workers included) and generators, and resumes them exactly where that is possible."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+import kerasafe as ks
+from kerasafe import errors
+from test_checkpoint import _Crash  # raises after N batches, like a crash between checkpoints
+from test_fit_arguments import _model, x, y
+
+
+class Batches(keras.utils.PyDataset):
+    """The arrays in batches of 16, by index (what tutorials write for data that does not fit in memory)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+
+    def __len__(self):
+        return math.ceil(len(x) / 16)
+
+    def __getitem__(self, i):
+        return x[i * 16:(i + 1) * 16], y[i * 16:(i + 1) * 16]
+
+
+def make_batches():
+    """A generator function: the same sequence each time it is called."""
+    for i in range(0, len(x), 16):
+        yield x[i:i + 16], y[i:i + 16]
+
+
+def _equal(a, b):
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(np.asarray(wa), np.asarray(wb))
+
+
+SOURCES = {
+    "PyDataset, shuffled": (lambda: Batches(), dict(shuffle=True)),
+    "PyDataset, 2 worker threads": (lambda: Batches(workers=2), dict(shuffle=True)),
+    "generator function, steps_per_epoch": (lambda: make_batches, dict(steps_per_epoch=3)),
+    "re-iterable (a list of batches)": (lambda: list(make_batches()), {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_interrupted_twice_and_run_again_ends_as_a_straight_run(tmp_path, name):
+    make, kwargs = SOURCES[name]
+    kwargs = dict(kwargs, save_freq=2, epochs=4, seed=3, verbose=0)
+    straight_model = _model()
+    straight = ks.fit(straight_model, make(), checkpoint_dir=tmp_path / "straight", **kwargs)
+    for after in (5, 4):
+        with pytest.raises(KeyboardInterrupt):
+            ks.fit(_model(), make(), checkpoint_dir=tmp_path / "resumed", callbacks=[_Crash(after)], **kwargs)
+    resumed_model = _model()
+    resumed = ks.fit(resumed_model, make(), checkpoint_dir=tmp_path / "resumed", **kwargs)
+    assert resumed.history == straight.history
+    _equal(resumed_model, straight_model)
+
+
+def test_pydataset_processes_read_the_same_batches(tmp_path):
+    """use_multiprocessing=True reads in other processes, in ks.fit's order: the same run as one worker."""
+    one, many = _model(), _model()
+    ks.fit(one, Batches(), checkpoint_dir=tmp_path / "one", epochs=2, seed=3, verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # fork() with JAX's threads, as Keras's own enqueuer does
+        ks.fit(many, Batches(workers=2, use_multiprocessing=True), checkpoint_dir=tmp_path / "many", epochs=2, seed=3, verbose=0)
+    _equal(one, many)
+
+
+def test_pydataset_with_class_weight_means_what_it_means_to_keras(tmp_path):
+    weights = {0: 1.0, 1: 3.0, 2: 0.5}
+    keras_model, ours_model = _model(), _model()
+    theirs = keras_model.fit(Batches(), epochs=3, shuffle=False, verbose=0, class_weight=weights)
+    ours = ks.fit(ours_model, Batches(), checkpoint_dir=tmp_path, epochs=3, shuffle=False, verbose=0, class_weight=weights)
+    for key in theirs.history:
+        np.testing.assert_allclose(ours.history[key], theirs.history[key], rtol=0, atol=1e-6)
+
+
+def test_a_one_shot_generator_resumes_at_its_next_batch_and_says_so(tmp_path):
+    def endless():
+        while True:
+            yield from make_batches()
+
+    with pytest.raises(KeyboardInterrupt):
+        ks.fit(_model(), endless(), checkpoint_dir=tmp_path, steps_per_epoch=5, epochs=3, save_freq=2, verbose=0,
+               callbacks=[_Crash(7)])
+    with pytest.warns(UserWarning, match="cannot be replayed"):
+        history = ks.fit(_model(), endless(), checkpoint_dir=tmp_path, steps_per_epoch=5, epochs=3, verbose=0)
+    assert len(history.history["loss"]) == 3
+
+
+@pytest.mark.parametrize("call,words", [
+    (lambda d: ks.fit(_model(), make_batches, checkpoint_dir=d), "steps_per_epoch"),
+    (lambda d: ks.fit(_model(), Batches(), y, checkpoint_dir=d), "no y"),
+    (lambda d: ks.fit(_model(), make_batches, checkpoint_dir=d, steps_per_epoch=2, validation_split=0.2), "validation_split"),
+    (lambda d: ks.fit(_model(), 42, checkpoint_dir=d), "int"),
+])
+def test_what_a_source_cannot_take_is_one_named_error(tmp_path, call, words):
+    with pytest.raises(errors.KerasafeError, match=words) as caught:
+        call(tmp_path)
+    assert "\n" not in str(caught.value)
