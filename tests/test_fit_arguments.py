@@ -41,6 +41,7 @@ def _same(ours, theirs, a, b):
 x, y = _data()
 ARGUMENTS = {
     "validation_split": dict(validation_split=0.2),
+    "validation_split=None": dict(validation_split=None, validation_data=(x[:10], y[:10])),
     "class_weight": dict(class_weight={0: 1.0, 1: 3.0, 2: 0.5}),
     "sample_weight": dict(sample_weight=np.linspace(0.1, 2.0, len(x)).astype("float32")),
     "steps_per_epoch (passes cut into epochs)": dict(steps_per_epoch=3),
