@@ -35,8 +35,7 @@ def hostile_file(kind: str, built: dict, folder) -> str:
     if path is not None:
         return str(path)
     path = hostile.build(kind, built, folder)
-    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    assert size > campaign.KEEP_BYTES, f"{kind!r} is small enough to keep: run `python -m fuzzing.hostile` in tests/"
+    assert campaign.folder_bytes(folder) > campaign.KEEP_BYTES, f"{kind!r} is small enough to keep: run `python -m fuzzing.hostile` in tests/"
     return str(path)
 
 

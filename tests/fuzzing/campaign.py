@@ -43,12 +43,16 @@ def make_case(draw, seed: Seed, workdir: pathlib.Path, number: int) -> dict:
             "weights": str(seed.weights) if seed.weights else None}
 
 
+def folder_bytes(folder: pathlib.Path) -> int:
+    """What keeping ``folder`` in the repository costs (compared with KEEP_BYTES)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
 def keep(case: dict, outcome: dict) -> pathlib.Path | None:
     """Copy a failing case into the regression corpus (named by its content hash) with what it did."""
     path = pathlib.Path(case["path"])
     files = sorted(p for p in path.parent.rglob("*") if p.is_file())
-    size = sum(p.stat().st_size for p in files)
-    if size > KEEP_BYTES:
+    if folder_bytes(path.parent) > KEEP_BYTES:
         return None
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()[:16]
     target = REGRESSIONS / case["seed"].replace(" ", "_") / digest

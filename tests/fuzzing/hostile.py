@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from . import mutators, seeds
-from .campaign import KEEP_BYTES, REGRESSIONS
+from .campaign import KEEP_BYTES, REGRESSIONS, folder_bytes
 from .runner import MARKER
 
 KEPT = REGRESSIONS / "hostile"
@@ -225,11 +225,10 @@ def write_all(built: dict) -> list[str]:
         for kind in sorted(HOSTILE):
             folder = pathlib.Path(tmp) / slug(kind)
             path = build(kind, built, folder)
-            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
             target = KEPT / slug(kind)
             shutil.rmtree(target, ignore_errors=True)
             (KEPT / f"{slug(kind)}.json").unlink(missing_ok=True)
-            if size > KEEP_BYTES:
+            if folder_bytes(folder) > KEEP_BYTES:
                 continue
             shutil.copytree(folder, target)
             record = {"seed": HOSTILE[kind][0], "mutator": f"hostile/{kind}", "entry": str(path.relative_to(folder)),

@@ -80,15 +80,20 @@ def epoch_plan(n_batches: int, steps_per_epoch: int | None):
     return at
 
 
-def _batches(data, batch_size, seed, shuffle, at, start_epoch, skip):
-    """Batches from training epoch ``start_epoch`` on (``skip`` of its batches done), without end."""
-    n = _length(data[0])
+def _walk(n, seed, shuffle, at, start_epoch, skip):
+    """(order of the data epoch, batch number) from training epoch ``start_epoch`` on (``skip`` of its batches done), without end."""
     for epoch in itertools.count(start_epoch):
         data_epoch, first, count = at(epoch)
         order = epoch_order(n, seed, data_epoch, shuffle)
         for b in range(first + (skip if epoch == start_epoch else 0), first + count):
-            index = order[b * batch_size:(b + 1) * batch_size]
-            yield tuple(_take(part, index) for part in data)
+            yield order, b
+
+
+def _batches(data, batch_size, seed, shuffle, at, start_epoch, skip):
+    """Batches of the arrays ``data``: epoch orders are over samples."""
+    for order, b in _walk(_length(data[0]), seed, shuffle, at, start_epoch, skip):
+        index = order[b * batch_size:(b + 1) * batch_size]
+        yield tuple(_take(part, index) for part in data)
 
 
 def _segments(at, start_epoch: int, start_batch: int, epochs: int) -> list[tuple[int, int, int, int]]:
@@ -130,22 +135,20 @@ class _Feed:
 
 def _feed(x, y, *, seed, shuffle, batch_size, steps_per_epoch, initial_epoch, sample_weight, class_weight,
           validation_split, validation_data, resumed) -> _Feed:
-    order = functools.partial(epoch_order, shuffle=shuffle)
-    if sources.is_py_dataset(x) or not sources.is_arrays(x):
+    kind = "py_dataset" if sources.is_py_dataset(x) else "arrays" if sources.is_arrays(x) else "stream"
+    if kind != "arrays":
         for name, value in (("y", y), ("sample_weight", sample_weight), ("validation_split", validation_split or None)):
             if value is not None:
                 raise errors.KerasafeError(None, f"no {name} with {type(x).__name__} data (Keras takes it with arrays only)",
                                            f"{name}={type(value).__name__}", "let the data yield (x, y[, sample_weight]) batches")
-    if sources.is_py_dataset(x):
+    if kind == "py_dataset":  # epoch orders are over its batch indices
         at = epoch_plan(len(x), steps_per_epoch)
 
         def indices(epoch, skip):
-            for e in itertools.count(epoch):
-                data_epoch, first, count = at(e)
-                yield from (int(i) for i in order(len(x), seed, data_epoch)[first + (skip if e == epoch else 0):first + count])
+            return (int(order[b]) for order, b in _walk(len(x), seed, shuffle, at, epoch, skip))
 
         return _Feed(at, lambda epoch, skip: _weighted(sources.read_py_dataset(x, indices(epoch, skip)), class_weight), validation_data)
-    if not sources.is_arrays(x):
+    if kind == "stream":
         source = sources.stream_source(x, resumed=resumed)
         steps = steps_per_epoch or source.length
         if not steps:
@@ -203,11 +206,13 @@ def _capture(model, callbacks, seed) -> dict:
         # Running sums of the epoch's training metrics: after a restart mid-epoch they are put
         # back so the epoch's logged loss covers all its batches, as without the restart.
         "metrics": [np.asarray(_keras.to_numpy(v)).tolist() for v in model.metrics_variables],
-        "callbacks": [
-            {"class": type(cb).__name__, **{a: _plain(getattr(cb, a, None)) for a in CALLBACK_STATE.get(type(cb).__name__, ())}}
-            for cb in callbacks
-        ],
+        "callbacks": _callback_state(callbacks),
     }
+
+
+def _callback_state(callbacks) -> list[dict]:
+    return [{"class": type(cb).__name__, **{a: _plain(getattr(cb, a, None)) for a in CALLBACK_STATE.get(type(cb).__name__, ())}}
+            for cb in callbacks]
 
 
 def _plain(value):
@@ -344,16 +349,12 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shu
                             async_write=async_write)
     checkpoint.extra_state = lambda: _capture(model, callbacks, seed)
     checkpoint.resume_from(history, start_batch)
-    saved_callbacks = state["extra"].get("callbacks", []) if found else None
-    if found and start_batch:
+    on_resume = None
+    if found:
         def on_resume():
-            _put_back_callbacks(callbacks, saved_callbacks)
-            _put_back_metrics(model, state["extra"].get("metrics"))
-    elif saved_callbacks:
-        def on_resume():
-            _put_back_callbacks(callbacks, saved_callbacks)
-    else:
-        on_resume = None
+            _put_back_callbacks(callbacks, state["extra"].get("callbacks", []))
+            if start_batch:
+                _put_back_metrics(model, state["extra"].get("metrics"))
     first_batches = None
     if start_batch:  # the metric sums are put back at the epoch's start: their variables must exist
         first_batches = feed.batches(start_epoch, start_batch)
@@ -378,8 +379,7 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shu
             if model.stop_training:  # EarlyStopping (or the user) ended the run
                 break
             # Keras resets stateful callbacks at each fit call: the next one continues from here.
-            carried = _capture(model, callbacks, seed)["callbacks"]
-            on_resume = functools.partial(_put_back_callbacks, callbacks, carried)
+            on_resume = functools.partial(_put_back_callbacks, callbacks, _callback_state(callbacks))
     except BaseException:
         # Keras skips on_train_end when fit raises: finish the write in flight and free the
         # directory here, reporting a background failure without hiding the one raised.
