@@ -77,6 +77,14 @@ def test_a_keras_json_the_user_edited_is_left_alone(without_tensorflow, tmp_path
     assert "not installed" in out.stderr and "KERAS_BACKEND" in out.stderr
 
 
+def test_an_unreadable_keras_json_is_left_alone(without_tensorflow, tmp_path):
+    (tmp_path / ".keras").mkdir()
+    (tmp_path / ".keras" / "keras.json").write_text("{not json")
+    out = _run(without_tensorflow, tmp_path, "import kerasafe, keras; print(keras.backend.backend())")
+    assert out.returncode == 0 and out.stdout.split()[-1] == "jax", out.stderr[-2000:]
+    assert (tmp_path / ".keras" / "keras.json").read_text() == "{not json"
+
+
 def test_keras_backend_set_by_the_user_is_used_and_nothing_is_written(without_tensorflow, tmp_path):
     out = _run(without_tensorflow, tmp_path, "import kerasafe, keras; print(keras.backend.backend())", {"KERAS_BACKEND": "jax"})
     assert out.returncode == 0 and out.stdout.split()[-1] == "jax", out.stderr[-2000:]
@@ -93,6 +101,7 @@ def test_keras_backend_set_by_the_user_is_used_and_nothing_is_written(without_te
     ({**_backend.KERAS_DEFAULTS}, {"jax"}, ("jax", True)),
     ({**_backend.KERAS_DEFAULTS, "floatx": "float64"}, {"jax"}, ("jax", False)),  # edited by the user
     ({"backend": "torch"}, {"torch", "jax"}, (None, False)),
+    ({}, {"jax"}, ("jax", False)),  # a file that is not Keras's own (also one that does not parse)
     ({"backend": "torch"}, {"jax"}, ("jax", False)),
     ({"floatx": "float32"}, {"tensorflow"}, (None, False)),
 ])

@@ -86,6 +86,8 @@ def choose() -> str | None:
         return None  # chosen by the user, or too late: Keras has read its configuration
     path = keras_home() / "keras.json"
     config = _read(path) if path.exists() else None
+    if config is None and path.exists():
+        config = {}  # unreadable: still the user's file, never overwritten
     chosen, write = plan(config)
     if chosen is None:
         return None
