@@ -34,6 +34,33 @@ def make_batches():
         yield x[i:i + 16], y[i:i + 16]
 
 
+def tf_pipeline():
+    """tf.data with shuffle (reshuffled each pass, seeded as a reproducible script seeds it) and map."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.from_tensor_slices((x, y)).shuffle(64, seed=5).map(lambda a, b: (a * 2.0, b)).batch(16)
+
+
+def grain_pipeline(loader=False):
+    """grain: a shuffled MapDataset in batches, or grain's DataLoader over an index sampler."""
+    import grain
+
+    if loader:
+        sampler = grain.samplers.IndexSampler(num_records=len(x), shuffle=True, seed=4, num_epochs=None)
+        return grain.DataLoader(data_source=list(zip(x, y)), sampler=sampler, worker_count=0,
+                                operations=[grain.transforms.Batch(batch_size=16)])
+    return grain.MapDataset.source(list(zip(x, y))).shuffle(seed=4).batch(16, batch_fn=lambda pairs: tuple(np.stack(p) for p in zip(*pairs)))
+
+
+def torch_loader(workers=0):
+    """A shuffling DataLoader; its sampler draws from torch's global generator, seeded as a reproducible script seeds it."""
+    import torch
+
+    torch.manual_seed(11)
+    data = torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+    return torch.utils.data.DataLoader(data, batch_size=16, shuffle=True, num_workers=workers)
+
+
 def _equal(a, b):
     for wa, wb in zip(a.weights, b.weights):
         np.testing.assert_array_equal(np.asarray(wa), np.asarray(wb))
@@ -44,6 +71,12 @@ SOURCES = {
     "PyDataset, 2 worker threads": (lambda: Batches(workers=2), dict(shuffle=True)),
     "generator function, steps_per_epoch": (lambda: make_batches, dict(steps_per_epoch=3)),
     "re-iterable (a list of batches)": (lambda: list(make_batches()), {}),
+    "tf.data, shuffle and map": (tf_pipeline, {}),
+    "tf.data, steps_per_epoch across passes": (tf_pipeline, dict(steps_per_epoch=3)),
+    "grain MapDataset, shuffled": (grain_pipeline, {}),
+    "grain DataLoader, endless sampler": (lambda: grain_pipeline(loader=True), dict(steps_per_epoch=3)),
+    "DataLoader, shuffled": (torch_loader, {}),
+    "DataLoader, 2 workers, steps_per_epoch": (lambda: torch_loader(workers=2), dict(steps_per_epoch=3)),
 }
 
 

@@ -48,7 +48,7 @@ class _CheckpointMixin:
         self._global_batch = None  # batches trained under this callback: read from the directory at the first fit
         self._batch_offset = 0  # batches of the current epoch done before a restart (ks.fit)
         self._due_at_epoch_end = False
-        self.extra_state = None  # ks.fit: a callable adding random and callback state
+        self.extra_state = None  # ks.fit: (epoch, batch) -> (random, callback and data state, files such as the data's state)
         self.on_resume = None  # ks.fit: puts saved callback state back once training has begun
 
     @property
@@ -113,8 +113,9 @@ class _CheckpointMixin:
         value = logs.get(self.monitor)
         state = {"step": step, "epoch": epoch, "batch": batch, "global_batch": self._global_batch,
                  "history": self._history, "monitor": self.monitor, "value": value, "mode": self.mode}
+        files = {}
         if self.extra_state is not None:
-            state["extra"] = self.extra_state()
+            state["extra"], files = self.extra_state(epoch, batch)
         manifest = manifest_mod.build(model)
         manifest["checkpoint"] = json.loads(json.dumps(state))  # a copy: history keeps growing
         # The only part training waits for: weights and optimizer variables copied to host memory.
@@ -122,7 +123,7 @@ class _CheckpointMixin:
         self._written = None
         marker = {"epoch": epoch, "batch": batch, "global_batch": self._global_batch,
                   "monitor": self.monitor, "value": value, "mode": self.mode}
-        job = functools.partial(self._write, snap, step, marker)
+        job = functools.partial(self._write, snap, step, marker, files)
         if self.async_write:
             self._writer.submit(job, f"checkpoint {step}")
         else:
@@ -130,14 +131,14 @@ class _CheckpointMixin:
         if self.filename:
             self._export(epoch, logs)
 
-    def _write(self, snap, step: int, marker: dict) -> None:
+    def _write(self, snap, step: int, marker: dict, files: dict[str, bytes]) -> None:
         """Write and commit one checkpoint, then apply retention (on the background thread when async)."""
         # Weights only: the weights and optimizer state (and the architecture in the manifest), not a .keras archive.
         name, write = ("model.weights.h5", keras_zip.write_weights_snapshot) if self.save_weights_only else ("model.keras", keras_zip.write_snapshot)
         tmp = storage.temporary_sibling(self.directory / name)
         try:
             digest = write(snap, tmp)
-            store.commit(self.directory, step, {name: tmp}, extra=marker, hashes={name: digest})
+            store.commit(self.directory, step, {name: tmp, **files}, extra=marker, hashes={name: digest})
         finally:
             tmp.unlink(missing_ok=True)
         self._written = snap  # read only after the writer is waited for, so never while in use

@@ -27,8 +27,12 @@ import warnings
 import numpy as np
 
 from .. import _keras, api, errors
-from . import sources, store
+from . import sources, stateful_sources, store
 from .callback import Checkpoint
+from .policy import parse_save_freq
+
+# The state of a tf.data/grain/DataLoader source at a checkpoint, stored beside the model file.
+DATA_STATE = "data_state.bin"
 
 # Callback attributes that decide what a stateful Keras callback does next.
 CALLBACK_STATE = {
@@ -127,14 +131,33 @@ def _prepend(first, rest):
 
 
 class _Feed:
-    """Where ks.fit's batches come from: ``at`` (epoch -> data epoch, first batch, batches) and ``batches(epoch, skip)``."""
+    """Where ks.fit's batches come from: ``at`` (epoch -> data epoch, first batch, batches) and ``batches(epoch, skip)``.
 
-    def __init__(self, at, batches, validation_data):
-        self.at, self.batches, self.validation_data = at, batches, validation_data
+    ``data_state(epoch, batch)``, for a source that can say where it is: (the position its
+    stored state was taken at, the state), what a checkpoint at (epoch, batch) keeps.
+    """
+
+    def __init__(self, at, batches, validation_data, data_state=None):
+        self.at, self.batches, self.validation_data, self.data_state = at, batches, validation_data, data_state
+
+
+def _stateful_feed(source, steps, initial_epoch, resume, due, class_weight, validation_data) -> _Feed:
+    """A tf.data/grain/DataLoader feed: position = batches since ``initial_epoch``; each fit call opens the stream at its state there."""
+    def position(epoch, batch):
+        return (epoch - initial_epoch) * steps + (batch or 0)
+
+    def batches(epoch, skip):
+        nonlocal resume
+        p = position(epoch, skip)
+        state, resume = (resume if resume is not None else source.state_at(p) if p else None), None
+        return _weighted(source.batches_from(p, state, due=due), class_weight)
+
+    return _Feed(lambda epoch: (0, 0, steps), batches, validation_data,
+                 data_state=lambda epoch, batch: source.state_at(position(epoch, batch)))
 
 
 def _feed(x, y, *, seed, shuffle, batch_size, steps_per_epoch, initial_epoch, sample_weight, class_weight,
-          validation_split, validation_data, resumed) -> _Feed:
+          validation_split, validation_data, resumed, resume_data=None, due=None) -> _Feed:
     kind = "py_dataset" if sources.is_py_dataset(x) else "arrays" if sources.is_arrays(x) else "stream"
     if kind != "arrays":
         for name, value in (("y", y), ("sample_weight", sample_weight), ("validation_split", validation_split or None)):
@@ -149,11 +172,13 @@ def _feed(x, y, *, seed, shuffle, batch_size, steps_per_epoch, initial_epoch, sa
 
         return _Feed(at, lambda epoch, skip: _weighted(sources.read_py_dataset(x, indices(epoch, skip)), class_weight), validation_data)
     if kind == "stream":
-        source = sources.stream_source(x, resumed=resumed)
+        source = stateful_sources.stateful_source(x) or sources.stream_source(x, resumed=resumed)
         steps = steps_per_epoch or source.length
         if not steps:
             raise errors.KerasafeError(None, "steps_per_epoch for data without a length", type(x).__name__,
                                        "pass steps_per_epoch=N (batches per epoch), as Keras needs for a generator")
+        if isinstance(source, stateful_sources.StatefulSource):
+            return _stateful_feed(source, steps, initial_epoch, resume_data, due(steps), class_weight, validation_data)
         return _Feed(lambda epoch: (0, 0, steps),
                      lambda epoch, skip: _weighted(source.batches_from((epoch - initial_epoch) * steps + skip), class_weight),
                      validation_data)
@@ -208,6 +233,25 @@ def _capture(model, callbacks, seed) -> dict:
         "metrics": [np.asarray(_keras.to_numpy(v)).tolist() for v in model.metrics_variables],
         "callbacks": _callback_state(callbacks),
     }
+
+
+def _progress(feed, model, callbacks, seed, epoch, batch) -> tuple[dict, dict[str, bytes]]:
+    """What a checkpoint at (epoch, batch) keeps besides the model: random and callback state, the data's position."""
+    extra = _capture(model, callbacks, seed)
+    if feed.data_state is None:
+        return extra, {}
+    extra["data_position"], data = feed.data_state(epoch, batch)
+    return extra, {DATA_STATE: data}
+
+
+def _due(save_every, found, initial_epoch, start_epoch, start_batch):
+    """steps -> the stream positions where Checkpoint will save (epoch ends; every ``save_every`` batches, as it counts them)."""
+    done = found[-1].marker.get("global_batch", 0) if found else 0  # the callback's count starts from the newest marker
+
+    def due(steps):
+        start = (start_epoch - initial_epoch) * steps + start_batch
+        return lambda p: p % steps == 0 or bool(save_every) and (done + p - start) % save_every == 0
+    return due
 
 
 def _callback_state(callbacks) -> list[dict]:
@@ -315,14 +359,14 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shu
         >>> len(h.history["loss"]), int(m.optimizer.iterations)
         (3, 12)
     """
-    if x is None or hasattr(x, "element_spec") or type(x).__module__.startswith("torch.utils.data"):
-        raise errors.KerasafeError(None, "arrays, a PyDataset, a generator function, an iterable or an iterator as x",
-                                   type(x).__name__, "tf.data and DataLoader input is not supported yet: pass arrays, a PyDataset "
-                                   "or a function returning a generator")
+    if x is None:
+        raise errors.KerasafeError(None, "training data as x (arrays, a PyDataset, tf.data, grain, a DataLoader or a generator)",
+                                   "x=None", "pass the data to train on")
     callbacks = list(callbacks or [])
     found = store.committed(checkpoint_dir)
     start_epoch, start_batch = initial_epoch, 0
     history: dict[str, list[float]] = {}
+    resume_data = None
     if found:
         chosen = store.newest_intact(checkpoint_dir)
         _keras.ensure_optimizer_built(model)
@@ -333,6 +377,8 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shu
         history = state["history"]
         # An epoch checkpoint records epochs done; a batch checkpoint the epoch under way.
         start_epoch, start_batch = state["epoch"], state["batch"] or 0
+        if "data_position" in state["extra"]:
+            resume_data = (state["extra"]["data_position"], (chosen.path / DATA_STATE).read_bytes())
     if seed is None:
         # keras.utils.set_random_seed(n) makes a script reproducible: so is its sample order. Without
         # one, a seed is drawn once; the checkpoints keep it for the resumed run.
@@ -341,13 +387,14 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shu
             seed = int(np.random.default_rng().integers(2**31))
     feed = _feed(x, y, seed=seed, shuffle=shuffle, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
                  initial_epoch=initial_epoch, sample_weight=sample_weight, class_weight=class_weight,
-                 validation_split=validation_split, validation_data=validation_data, resumed=bool(found))
+                 validation_split=validation_split, validation_data=validation_data, resumed=bool(found),
+                 resume_data=resume_data, due=_due(parse_save_freq(save_freq), found, initial_epoch, start_epoch, start_batch))
     at = feed.at
     if start_batch >= at(start_epoch)[2]:
         start_epoch, start_batch = start_epoch + 1, 0
     checkpoint = Checkpoint(checkpoint_dir, save_freq=save_freq, keep_last=keep_last, keep_best=keep_best, monitor=monitor, mode=mode,
                             async_write=async_write)
-    checkpoint.extra_state = lambda: _capture(model, callbacks, seed)
+    checkpoint.extra_state = functools.partial(_progress, feed, model, callbacks, seed)
     checkpoint.resume_from(history, start_batch)
     on_resume = None
     if found:
