@@ -137,3 +137,38 @@ def test_what_a_source_cannot_take_is_one_named_error(tmp_path, call, words):
     with pytest.raises(errors.KerasafeError, match=words) as caught:
         call(tmp_path)
     assert "\n" not in str(caught.value)
+
+
+class Drifting(Batches):
+    """A PyDataset whose on_epoch_end changes what the next epoch reads (as datasets that re-sample do)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.scale, self.calls, self.seen = 1.0, [], []
+
+    def on_epoch_begin(self):
+        self.calls.append("begin")
+
+    def on_epoch_end(self):
+        self.calls.append("end")
+        self.scale *= 1.5
+
+    def __getitem__(self, i):
+        bx, by = super().__getitem__(i)
+        self.seen.append(self.scale)
+        return bx * self.scale, by
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_pydataset_epoch_hooks_are_called_around_each_epoch(tmp_path, workers):
+    """on_epoch_begin/on_epoch_end around every epoch, and each epoch's reads see what the last on_epoch_end did.
+
+    (Keras 3.15's model.fit calls one more pair before training, around the batch its symbolic build
+    reads, so its first epoch already reads the data as changed once; ks.fit calls them per epoch only,
+    as PyDataset documents.)
+    """
+    data = Drifting(workers=workers)
+    ks.fit(_model(), data, checkpoint_dir=tmp_path, epochs=3, shuffle=False, verbose=0)
+    assert data.calls == ["begin", "end"] * 3
+    per_epoch = len(data)
+    assert data.seen == [1.0] * per_epoch + [1.5] * per_epoch + [2.25] * per_epoch

@@ -84,13 +84,32 @@ def epoch_plan(n_batches: int, steps_per_epoch: int | None):
     return at
 
 
-def _walk(n, seed, shuffle, at, start_epoch, skip):
-    """(order of the data epoch, batch number) from training epoch ``start_epoch`` on (``skip`` of its batches done), without end."""
+def _epochs(n, seed, shuffle, at, start_epoch, skip):
+    """(order of the data epoch, its batch numbers) per training epoch from ``start_epoch`` on (``skip`` of its batches done)."""
     for epoch in itertools.count(start_epoch):
         data_epoch, first, count = at(epoch)
-        order = epoch_order(n, seed, data_epoch, shuffle)
-        for b in range(first + (skip if epoch == start_epoch else 0), first + count):
+        yield epoch_order(n, seed, data_epoch, shuffle), range(first + (skip if epoch == start_epoch else 0), first + count)
+
+
+def _walk(n, seed, shuffle, at, start_epoch, skip):
+    """(order of the data epoch, batch number) from training epoch ``start_epoch`` on, without end."""
+    for order, numbers in _epochs(n, seed, shuffle, at, start_epoch, skip):
+        for b in numbers:
             yield order, b
+
+
+def _py_dataset_batches(dataset, seed, shuffle, at, start_epoch, skip):
+    """A PyDataset's batches in ks.fit's order, with its on_epoch_begin/on_epoch_end around each epoch as Keras calls them.
+
+    Workers read ahead within an epoch only, so what on_epoch_end changes is seen by
+    the next epoch's reads, as with Keras's own enqueuer.
+    """
+    for order, numbers in _epochs(len(dataset), seed, shuffle, at, start_epoch, skip):
+        getattr(dataset, "on_epoch_begin", lambda: None)()
+        try:
+            yield from sources.read_py_dataset(dataset, (int(order[b]) for b in numbers))
+        finally:  # also when fit stops reading mid-epoch (the generator is closed)
+            getattr(dataset, "on_epoch_end", lambda: None)()
 
 
 def _batches(data, batch_size, seed, shuffle, at, start_epoch, skip):
@@ -166,11 +185,8 @@ def _feed(x, y, *, seed, shuffle, batch_size, steps_per_epoch, initial_epoch, sa
                                            f"{name}={type(value).__name__}", "let the data yield (x, y[, sample_weight]) batches")
     if kind == "py_dataset":  # epoch orders are over its batch indices
         at = epoch_plan(len(x), steps_per_epoch)
-
-        def indices(epoch, skip):
-            return (int(order[b]) for order, b in _walk(len(x), seed, shuffle, at, epoch, skip))
-
-        return _Feed(at, lambda epoch, skip: _weighted(sources.read_py_dataset(x, indices(epoch, skip)), class_weight), validation_data)
+        return _Feed(at, lambda epoch, skip: _weighted(_py_dataset_batches(x, seed, shuffle, at, epoch, skip), class_weight),
+                     validation_data)
     if kind == "stream":
         source = stateful_sources.stateful_source(x) or sources.stream_source(x, resumed=resumed)
         steps = steps_per_epoch or source.length
