@@ -53,10 +53,14 @@ def _take(x, index):
     if x is None:
         return None
     if isinstance(x, dict):
-        return {k: np.asarray(v)[index] for k, v in x.items()}
+        return {k: sources.take(v, index) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [np.asarray(v)[index] for v in x]
-    return np.asarray(x)[index]
+        return [sources.take(v, index) for v in x]
+    return sources.take(x, index)
+
+
+def _parts(x):
+    return list(x.values()) if isinstance(x, dict) else list(x) if isinstance(x, list | tuple) else [x]
 
 
 def epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
@@ -206,13 +210,24 @@ def _feed(x, y, *, seed, shuffle, batch_size, steps_per_epoch, initial_epoch, sa
     if steps_per_epoch and steps_per_epoch > math.ceil(n / batch_size):
         warnings.warn(f"steps_per_epoch={steps_per_epoch} is more than the {math.ceil(n / batch_size)} batches in the data: "
                       "each epoch is one pass, as Keras does with arrays", stacklevel=3)
+    if any(sources.is_lazy(p) for part in parts for p in _parts(part)):
+        # Read from disk batch by batch (kerasafe train's image folders): decoded a few batches ahead.
+        return _Feed(at, lambda epoch, skip: sources.prefetch(_batches(parts, batch_size, seed, shuffle, at, epoch, skip)),
+                     _streamed_validation(validation_data, batch_size))
     return _Feed(at, lambda epoch, skip: _batches(parts, batch_size, seed, shuffle, at, epoch, skip), validation_data)
 
 
 def _arrays(x, y, sample_weight, class_weight, validation_split, validation_data):
     """(training parts (x, y[, sample_weight]), validation_data), as Keras's array adapter makes them."""
     try:
-        if validation_split and validation_data is None:
+        if validation_split and validation_data is None and sources.is_lazy(x):
+            # Keras's rule (the last fraction), without reading the files Keras's slicing would decode.
+            split_at = int(math.floor(len(x) * (1.0 - validation_split)))
+            keep, held = np.arange(split_at), np.arange(split_at, len(x))
+            cut = [(None, None) if a is None else (np.asarray(a)[keep], np.asarray(a)[held]) for a in (y, sample_weight)]
+            (x, vx), (y, vy), (sample_weight, vw) = (x.subset(keep), x.subset(held)), *cut
+            validation_data = (vx, vy) if vw is None else (vx, vy, vw)
+        elif validation_split and validation_data is None:
             (x, y, sample_weight), (vx, vy, vw) = _keras.train_validation_split((x, y, sample_weight), validation_split)
             validation_data = (vx, vy) if vw is None else (vx, vy, vw)
         if class_weight is not None:
@@ -226,6 +241,16 @@ def _arrays(x, y, sample_weight, class_weight, validation_split, validation_data
                                    "fix the argument as Keras's message says") from None
     parts = (x,) if y is None else (x, y) if sample_weight is None else (x, y, sample_weight)
     return parts, validation_data
+
+
+def _streamed_validation(validation_data, batch_size):
+    """Validation data read from disk as it is needed (a PyDataset), where its inputs are a lazy source."""
+    if validation_data is None or not sources.is_lazy(validation_data[0]):
+        return validation_data
+    from ..pipeline.streaming import batches_dataset
+
+    vx, vy, vw = (*validation_data, None, None)[:3]
+    return batches_dataset(vx, vy, batch_size, vw)
 
 
 def _seed_variables(model):

@@ -23,6 +23,8 @@ from __future__ import annotations
 import collections
 import concurrent.futures
 import itertools
+import queue
+import threading
 import warnings
 from collections.abc import Iterator
 
@@ -33,6 +35,62 @@ from .. import errors
 
 def is_py_dataset(x) -> bool:
     return any(c.__name__ in ("PyDataset", "Sequence") and c.__module__.startswith("keras") for c in type(x).__mro__)
+
+
+def take(part, index):
+    """Rows ``index`` of an array, or of a lazy source such as ``kerasafe.pipeline.streaming.ImageFiles`` (decoding only those)."""
+    if getattr(part, "lazy_rows", False):
+        return part.rows(index)
+    return np.asarray(part)[index]
+
+
+def is_lazy(part) -> bool:
+    return getattr(part, "lazy_rows", False)
+
+
+def prefetch(batches, depth: int = 4):
+    """``batches`` produced ``depth`` ahead on a background thread (decoding overlaps training), in order.
+
+    Stops its thread when the consumer stops (the generator is closed) and re-raises
+    the producer's exception at the batch where it happened.
+    """
+    ahead: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        ahead.put(("batch", batch), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            ahead.put(("error", exc))
+            return
+        ahead.put(("batch", done))
+
+    thread = threading.Thread(target=produce, name="kerasafe-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = ahead.get()
+            if kind == "error":
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                ahead.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
 
 
 def is_arrays(x) -> bool:

@@ -31,7 +31,11 @@ SPLITS = ("training", "validation", "testing")
 
 @dataclasses.dataclass
 class Dataset:
-    """Arrays for the three splits, the class names, and how raw input becomes model input."""
+    """Arrays for the three splits, the class names, and how raw input becomes model input.
+
+    For an image folder the ``x_*`` are :class:`~kerasafe.pipeline.streaming.ImageFiles`:
+    indexed like arrays, decoded only when a batch is read.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -117,7 +121,8 @@ def _split(x, y, labels, preprocessing, source, seed, ratios) -> Dataset:
     n_train = int(round(len(x) * ratios[0]))
     n_val = int(round(len(x) * ratios[1]))
     parts = np.split(order, [n_train, n_train + n_val])
-    return Dataset(x[parts[0]], y[parts[0]], x[parts[1]], y[parts[1]], x[parts[2]], y[parts[2]], labels, preprocessing, source)
+    pick = x.subset if hasattr(x, "subset") else x.__getitem__  # image files stay on disk
+    return Dataset(pick(parts[0]), y[parts[0]], pick(parts[1]), y[parts[1]], pick(parts[2]), y[parts[2]], labels, preprocessing, source)
 
 
 def _image_files(folder: pathlib.Path) -> list[pathlib.Path]:
@@ -129,7 +134,10 @@ def _class_folders(folder: pathlib.Path) -> list[pathlib.Path]:
 
 
 def _read_class_folders(root: pathlib.Path, labels: list[str], preprocessing: dict):
-    xs, ys = [], []
+    """(the images, left on disk and decoded batch by batch as training reads them, their class numbers)."""
+    from .streaming import ImageFiles
+
+    paths, ys = [], []
     for index, name in enumerate(labels):
         folder = root / name
         files = _image_files(folder) if folder.is_dir() else []
@@ -138,9 +146,9 @@ def _read_class_folders(root: pathlib.Path, labels: list[str], preprocessing: di
                 folder, f"images ({', '.join(sorted(IMAGE_SUFFIXES)[:4])}, ...) for class '{name}'", "none",
                 "add images to the class folder or remove it",
             )
-        xs.extend(decode_image(f, preprocessing) for f in files)
+        paths.extend(files)
         ys.extend([index] * len(files))
-    return np.stack(xs), np.asarray(ys, dtype=np.int64)
+    return ImageFiles(paths, preprocessing), np.asarray(ys, dtype=np.int64)
 
 
 def _first_image_size(root: pathlib.Path) -> tuple[int, int]:

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 
 from .. import api, errors, manifest
-from . import reports
+from . import reports, streaming
 from .data import IMAGE_SUFFIXES, decode_image, image_preprocessing, load_dataset, read_table
 
 BATCH = 256  # files decoded and predicted together: thousands of images, a handful of predict calls
@@ -152,7 +152,7 @@ def evaluate(model_path, dataset, *, label_column=None) -> dict:
     x = ds.x_test
     if preprocessing["kind"] == "table" and list(preprocessing["columns"]) != list(ds.preprocessing["columns"]):
         raise errors.KerasafeError(dataset, f"columns {preprocessing['columns']}", f"columns {ds.preprocessing['columns']}", "use the training columns")
-    y_pred = np.argmax(model.predict(x, batch_size=BATCH, verbose=0), axis=1)
+    y_pred = np.argmax(model.predict(streaming.readable(x, BATCH), batch_size=BATCH, verbose=0), axis=1)
     return {
         "dataset": str(dataset),
         "samples": int(len(y_true)),

@@ -19,7 +19,7 @@ import numpy as np
 from .. import _keras, api, errors
 from .. import manifest as manifest_mod
 from ..checkpoint import store
-from . import reports
+from . import reports, streaming
 from .data import Dataset, load_dataset
 from .models import build
 
@@ -144,7 +144,7 @@ def _train(dataset, out: pathlib.Path, *, arch, image_size, color, channel_order
     reports.write_plot(out / "plot.png", history, f"{model.name} on {pathlib.Path(str(dataset)).name}")
     accuracy = None
     if len(ds.x_test):
-        predicted = np.argmax(model.predict(ds.x_test, batch_size=256, verbose=0), axis=1)
+        predicted = np.argmax(model.predict(streaming.readable(ds.x_test, 256), batch_size=256, verbose=0), axis=1)
         accuracy = float(np.mean(predicted == ds.y_test))
         text = reports.classification_text(ds.y_test, predicted, ds.labels)
         reports.write_text(out / "report.txt", f"test split of {dataset}: {len(ds.y_test)} samples, accuracy {accuracy:.4f}\n\n{text}")

@@ -1,0 +1,100 @@
+"""Images that stay on disk until a batch needs them: what ``kerasafe train`` trains on from a folder.
+
+:class:`ImageFiles` looks like an array of decoded images (``len``, ``shape``,
+indexing returns decoded pixels) but holds only the file paths; ``rows(index)``
+decodes the files of one batch on a shared pool of threads (Pillow releases the GIL
+while it decodes). ``ks.fit`` takes it in place of an array: it reads one batch at
+a time through ``rows`` and :func:`prefetch` keeps a few batches decoded ahead on
+a background thread (``kerasafe.checkpoint.sources.prefetch``), so memory holds a few
+batches whatever the folder's size. :func:`batches_dataset` serves the same to Keras
+where it wants a ``PyDataset`` (validation, prediction).
+
+Example:
+    >>> import numpy as np, tempfile, pathlib
+    >>> from PIL import Image
+    >>> from kerasafe.pipeline.data import image_preprocessing
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> for i in range(3): Image.fromarray(np.full((4, 4), i * 100, np.uint8), "L").save(d / f"{i}.png")
+    >>> images = ImageFiles(sorted(d.iterdir()), image_preprocessing((4, 4), color_mode="grayscale"))
+    >>> images.shape, images.rows([2, 0])[:, 0, 0, 0].tolist()
+    ((3, 4, 4, 1), [200.0, 0.0])
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import os
+
+import numpy as np
+
+
+@functools.cache
+def _pool() -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 2), thread_name_prefix="kerasafe-decode")
+
+
+class ImageFiles:
+    """Image files decoded on demand, in the shape of the array they would make."""
+
+    lazy_rows = True  # ks.fit reads it through rows(), never as a whole array
+
+    def __init__(self, files, preprocessing: dict):
+        self.files = list(files)
+        self.preprocessing = preprocessing
+        height, width = preprocessing["size"]
+        channels = 1 if preprocessing["color_mode"] == "grayscale" else 3
+        self.shape = (len(self.files), int(height), int(width), channels)
+        self.dtype = np.dtype("float32")
+        self.ndim = 4
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def subset(self, index) -> ImageFiles:
+        """The files at ``index`` (an index array), still on disk."""
+        return ImageFiles([self.files[i] for i in np.asarray(index, dtype=np.int64)], self.preprocessing)
+
+    def rows(self, index) -> np.ndarray:
+        """Decoded pixels of the files at ``index`` (ints, a slice or a boolean mask), decoded in parallel."""
+        from .data import decode_image
+
+        chosen = np.arange(len(self.files))[index] if not isinstance(index, int | np.integer) else [int(index)]
+        decode = functools.partial(_decode, decode_image, self.preprocessing)
+        pixels = list(_pool().map(decode, [self.files[i] for i in np.atleast_1d(chosen)]))
+        out = np.stack(pixels) if pixels else np.zeros((0, *self.shape[1:]), np.float32)
+        return out[0] if isinstance(index, int | np.integer) else out
+
+    __getitem__ = rows
+
+    def __array__(self, dtype=None, copy=None):
+        """Every image decoded: only where asked for explicitly (``np.asarray``); training never does this."""
+        out = self.rows(slice(None))
+        return out if dtype is None else out.astype(dtype)
+
+
+def _decode(decode_image, preprocessing, path):
+    return decode_image(path, preprocessing)
+
+
+def batches_dataset(x, y, batch_size: int, sample_weight=None):
+    """A ``keras.utils.PyDataset`` of (x[, y[, sample_weight]]) batches in order, decoding each batch when Keras asks for it."""
+    from .. import _keras
+    from ..checkpoint.sources import take
+
+    keras = _keras.keras()
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return -(-len(x) // batch_size)
+
+        def __getitem__(self, i):
+            index = slice(i * batch_size, (i + 1) * batch_size)
+            return tuple(take(part, index) for part in (x, y, sample_weight) if part is not None)
+
+    return Batches()
+
+
+def readable(x, batch_size: int):
+    """What to hand ``model.predict``: arrays as they are, image files as a PyDataset decoding a batch at a time."""
+    return batches_dataset(x, None, batch_size) if getattr(x, "lazy_rows", False) else x
