@@ -95,3 +95,42 @@ def test_streamed_folder_resumed_run_ends_as_a_straight_one(tmp_path):
     for wa, wb in zip(a.weights, b.weights):
         np.testing.assert_array_equal(np.asarray(wa), np.asarray(wb))
     assert (tmp_path / "straight" / "history.csv").read_text() == (tmp_path / "resumed" / "history.csv").read_text()
+
+
+def _csv(path, rows):
+    rng = np.random.default_rng(rows)
+    features = rng.normal(size=(rows, 4)).round(4)
+    labels = np.where(features[:, 0] + features[:, 1] > 0, "yes", "no")
+    lines = ["a,b,label,c,d"] + [f"{f[0]},{f[1]},{lab},{f[2]},{f[3]}" for f, lab in zip(features, labels)]
+    path.write_text("\n".join(lines[:5]) + "\n\n" + "\n".join(lines[5:]) + "\n")  # a blank line too
+    return path
+
+
+def test_a_streamed_csv_reads_the_same_rows_as_one_in_memory(tmp_path):
+    path = _csv(tmp_path / "t.csv", 1000)
+    held = load_dataset(path, label_column="label", stream=False, seed=4)
+    streamed = load_dataset(path, label_column="label", stream=True, seed=4)
+    assert type(streamed.x_train).__name__ == "CsvRows" and streamed.x_train.offsets.dtype == np.int64
+    assert streamed.labels == held.labels and streamed.preprocessing == held.preprocessing
+    for part in ("train", "val", "test"):
+        np.testing.assert_array_equal(np.asarray(getattr(streamed, f"x_{part}")), getattr(held, f"x_{part}"))
+        np.testing.assert_array_equal(getattr(streamed, f"y_{part}"), getattr(held, f"y_{part}"))
+    some = np.array([7, 3, 500])
+    np.testing.assert_array_equal(sources.take(streamed.x_train, some), held.x_train[some])
+
+
+def test_training_on_a_streamed_csv_is_training_on_it_in_memory(tmp_path, monkeypatch):
+    """Same standardization (statistics read in chunks instead of adapt), same batches, same run (to float rounding)."""
+    from kerasafe.pipeline import data, train
+
+    path = _csv(tmp_path / "t.csv", 2000)
+    held = train.train(path, tmp_path / "held", epochs=2, batch_size=64, quiet=True, label_column="label")
+    monkeypatch.setattr(data, "STREAM_CSV_BYTES", 0)  # this small file is streamed as a large one would be
+    streamed = train.train(path, tmp_path / "streamed", epochs=2, batch_size=64, quiet=True, label_column="label")
+    assert type(streamed.dataset.x_train).__name__ == "CsvRows" and type(held.dataset.x_train) is np.ndarray
+    norm, adapted = streamed.model.get_layer("standardize"), held.model.get_layer("standardize")
+    np.testing.assert_allclose(np.ravel(norm.mean), np.ravel(adapted.mean), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.ravel(norm.variance), np.ravel(adapted.variance), rtol=1e-5, atol=1e-6)
+    for key in held.history:
+        np.testing.assert_allclose(streamed.history[key], held.history[key], rtol=1e-5, atol=1e-6)
+    assert streamed.test_accuracy == pytest.approx(held.test_accuracy, abs=1e-9)

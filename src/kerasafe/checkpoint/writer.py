@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -43,6 +44,7 @@ class BackgroundWriter:
         self.wait()
 
         def run():
+            _yield_cpu_to_training()
             try:
                 job()
             except BaseException as exc:  # kept for the training thread; a thread cannot raise to it
@@ -79,3 +81,17 @@ class BackgroundWriter:
             self.directory, f"{description} written in the background", f"{type(exc).__name__}: {exc}",
             "the previous checkpoint is intact; fix the cause (disk space, permissions) and run again to resume",
         )
+
+
+# Nice value of the writer thread (and the threads it starts, which inherit it).
+WRITER_NICENESS = 10
+
+
+def _yield_cpu_to_training() -> None:
+    """Let training threads go first when the CPU is busy: the write needs CPU (copies into the page cache,
+    hashing) that would otherwise slow the training steps running beside it. On Linux each thread
+    has its own nice value; elsewhere this does nothing."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WRITER_NICENESS)
+    except (AttributeError, OSError):
+        pass

@@ -16,8 +16,10 @@ Example:
 
 from __future__ import annotations
 
+import array
 import csv
 import dataclasses
+import itertools
 import pathlib
 
 import numpy as np
@@ -189,23 +191,45 @@ def _csv_rows(path: pathlib.Path) -> list[list[str]]:
     """The non-empty rows of a CSV file; a file that is not UTF-8 text (an image, say) is named as such."""
     if not path.is_file():
         raise errors.FileMissingError(path, "a CSV file", "no such file" if not path.exists() else "a folder", "check the path")
+    return [row for _, _, row in _csv_lines(path)]
+
+
+# CSV files larger than this are not held in memory for training: each row is read from the
+# file when a batch needs it (8 bytes of memory per row for its position, 8 for its label).
+STREAM_CSV_BYTES = 256 * 2**20
+
+
+def _csv_lines(path: pathlib.Path):
+    """(line number, byte offset, row) of each non-empty row, read a line at a time (never the whole file)."""
+    offset = 0
     try:
-        with open(path, newline="", encoding="utf-8") as f:
-            return [r for r in csv.reader(f) if r]
+        with open(path, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                row = next(csv.reader([raw.decode("utf-8")]), [])
+                if row:
+                    yield number, offset, row
+                offset += len(raw)
     except UnicodeDecodeError as exc:
-        raise errors.CorruptFileError(path, "a CSV text file (UTF-8)", f"binary data (byte {exc.start} is not text)",
+        raise errors.CorruptFileError(path, "a CSV text file (UTF-8)", f"binary data (byte {offset + exc.start} is not text)",
                                       "pass the CSV file of rows the model was trained on") from None
     except csv.Error as exc:
         raise errors.CorruptFileError(path, "a CSV text file", f"unreadable CSV ({exc})", "check the file") from None
 
 
-def _csv(path: pathlib.Path, *, label_column, seed, ratios) -> Dataset:
-    rows = _csv_rows(path)
-    if len(rows) < 2:
-        raise errors.KerasafeError(path, "a CSV file with rows of data", f"{len(rows)} rows", "check the file")
-    has_header = not _all_numeric(rows[0])
-    header = rows[0] if has_header else [f"column_{i}" for i in range(len(rows[0]))]
-    body = rows[1:] if has_header else rows
+def _csv(path: pathlib.Path, *, label_column, seed, ratios, stream=None) -> Dataset:
+    """A labelled CSV: in memory, or (``stream``, by default for files over STREAM_CSV_BYTES) rows left on disk."""
+    from .streaming import CsvRows
+
+    if not path.is_file():
+        raise errors.FileMissingError(path, "a CSV file", "no such file" if not path.exists() else "a folder", "check the path")
+    if stream is None:
+        stream = path.stat().st_size > STREAM_CSV_BYTES
+    lines = _csv_lines(path)
+    head = list(itertools.islice(lines, 2))
+    if len(head) < 2:
+        raise errors.KerasafeError(path, "a CSV file with rows of data", f"{len(head)} rows", "check the file")
+    has_header = not _all_numeric(head[0][2])
+    header = head[0][2] if has_header else [f"column_{i}" for i in range(len(head[0][2]))]
     if label_column is None:
         label_index = len(header) - 1
     elif label_column in header:
@@ -215,27 +239,33 @@ def _csv(path: pathlib.Path, *, label_column, seed, ratios) -> Dataset:
     else:
         raise errors.KerasafeError(path, f"a label column named '{label_column}'", f"columns {header}", "pass --label with one of them")
     columns = [h for i, h in enumerate(header) if i != label_index]
-    features, targets = [], []
-    for line, row in enumerate(body, start=2 if has_header else 1):
+    features, offsets, label_ids, names = [], array.array("q"), array.array("q"), {}
+    for line, offset, row in itertools.chain(head[1:] if has_header else head, lines):
         if len(row) != len(header):
             raise errors.KerasafeError(path, f"{len(header)} values on line {line}", f"{len(row)}", "fix that line")
         values = [v for i, v in enumerate(row) if i != label_index]
         try:
-            features.append([float(v) for v in values])
+            parsed = [float(v) for v in values]
         except ValueError:
             bad = next(i for i, v in enumerate(values) if not _is_number(v))
             raise errors.KerasafeError(
                 path, f"numbers in feature column '{columns[bad]}'", f"{values[bad]!r} on line {line}",
                 "encode that column as numbers, or make it the label with --label",
             ) from None
-        targets.append(row[label_index].strip())
-    labels = sorted(set(targets), key=lambda t: (not _is_number(t), float(t) if _is_number(t) else 0.0, t))
+        if stream:
+            offsets.append(offset)
+        else:
+            features.append(parsed)
+        label_ids.append(names.setdefault(row[label_index].strip(), len(names)))
+    labels = sorted(names, key=lambda t: (not _is_number(t), float(t) if _is_number(t) else 0.0, t))
     if len(labels) < 2:
         raise errors.KerasafeError(path, f"at least two classes in label column '{header[label_index]}'",
                                    f"only {labels[0]!r}" if labels else "none", "a classifier needs examples of every class it is to tell apart")
-    index = {name: i for i, name in enumerate(labels)}
-    x = np.asarray(features, dtype=np.float32)
-    y = np.asarray([index[t] for t in targets], dtype=np.int64)
+    sorted_number = np.empty(len(names), np.int64)
+    for name, first_seen in names.items():
+        sorted_number[first_seen] = labels.index(name)
+    y = sorted_number[np.frombuffer(label_ids, dtype=np.int64)]
+    x = CsvRows(path, np.frombuffer(offsets, dtype=np.int64), label_index, len(columns)) if stream else np.asarray(features, dtype=np.float32)
     preprocessing = {"kind": "table", "columns": columns, "label_column": header[label_index], "label_index": label_index}
     return _split(x, y, labels, preprocessing, str(path), seed, ratios)
 
@@ -279,8 +309,12 @@ def read_table(path, preprocessing: dict) -> np.ndarray:
 
 
 def load_dataset(spec, *, image_size=None, color="rgb", channel_order="rgb", interpolation="bilinear",
-                 label_column=None, seed=0, ratios=(0.7, 0.15, 0.15)) -> Dataset:
-    """Load a data set given as ``digits``, a CSV path, or an image folder (see the module doc)."""
+                 label_column=None, seed=0, ratios=(0.7, 0.15, 0.15), stream=None) -> Dataset:
+    """Load a data set given as ``digits``, a CSV path, or an image folder (see the module doc).
+
+    ``stream`` (CSV only): leave the rows on disk and read them batch by batch; by default
+    only for files over ``STREAM_CSV_BYTES``. Image folders always stay on disk.
+    """
     if str(spec) == "digits":
         return _digits(seed)
     path = pathlib.Path(spec)
@@ -289,7 +323,7 @@ def load_dataset(spec, *, image_size=None, color="rgb", channel_order="rgb", int
     if path.is_file():
         if path.suffix.lower() not in (".csv", ".txt", ".data"):
             raise errors.KerasafeError(path, "a CSV file or an image folder", f"a '{path.suffix}' file", "pass a .csv file or a folder")
-        return _csv(path, label_column=label_column, seed=seed, ratios=ratios)
+        return _csv(path, label_column=label_column, seed=seed, ratios=ratios, stream=stream)
     if not any(path.iterdir()):
         raise errors.KerasafeError(path, "a data set folder with class folders", "an empty folder", "add one folder of images per class")
     return _image_folder(path, image_size=image_size, color=color, channel_order=channel_order,

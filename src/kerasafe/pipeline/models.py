@@ -32,8 +32,14 @@ def _image_input(keras, ds: Dataset, augment: bool):
 
 def _table_input(keras, ds: Dataset):
     inputs = keras.Input(ds.x_train.shape[1:], name="features")
-    norm = keras.layers.Normalization(name="standardize")
-    norm.adapt(ds.x_train)
+    if getattr(ds.x_train, "lazy_rows", False):  # rows on disk: the same statistics, read in chunks
+        from .streaming import column_statistics
+
+        mean, variance = column_statistics(ds.x_train)
+        norm = keras.layers.Normalization(mean=mean, variance=variance, name="standardize")
+    else:
+        norm = keras.layers.Normalization(name="standardize")
+        norm.adapt(ds.x_train)
     return inputs, norm(inputs)
 
 

@@ -73,6 +73,54 @@ class ImageFiles:
         return out if dtype is None else out.astype(dtype)
 
 
+class CsvRows:
+    """The feature rows of a CSV file, left on disk: each read from its byte offset when a batch needs it."""
+
+    lazy_rows = True
+
+    def __init__(self, path, offsets: np.ndarray, label_index: int, n_features: int):
+        self.path, self.offsets, self.label_index = path, offsets, label_index
+        self.shape, self.dtype, self.ndim = (len(offsets), n_features), np.dtype("float32"), 2
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def subset(self, index) -> CsvRows:
+        return CsvRows(self.path, self.offsets[np.asarray(index, dtype=np.int64)], self.label_index, self.shape[1])
+
+    def rows(self, index) -> np.ndarray:
+        """The rows at ``index`` (ints, a slice or a boolean mask), read in file order, returned in the order asked."""
+        import csv
+
+        wanted = np.atleast_1d(self.offsets[index])
+        order = np.argsort(wanted, kind="stable")
+        out = np.empty((len(wanted), self.shape[1]), np.float32)
+        with open(self.path, "rb") as f:
+            for i in order:
+                f.seek(int(wanted[i]))
+                row = next(csv.reader([f.readline().decode("utf-8")]))
+                out[i] = [float(v) for j, v in enumerate(row) if j != self.label_index]
+        return out[0] if isinstance(index, int | np.integer) else out
+
+    __getitem__ = rows
+
+    def __array__(self, dtype=None, copy=None):
+        out = self.rows(slice(None))
+        return out if dtype is None else out.astype(dtype)
+
+
+def column_statistics(x, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance of each column of ``x``, read ``chunk`` rows at a time (what Normalization.adapt computes)."""
+    from ..checkpoint.sources import take
+
+    count, total, squares = 0, 0.0, 0.0
+    for start in range(0, len(x), chunk):
+        rows = take(x, slice(start, start + chunk)).astype(np.float64)
+        count, total, squares = count + len(rows), total + rows.sum(axis=0), squares + (rows * rows).sum(axis=0)
+    mean = total / max(count, 1)
+    return mean.astype(np.float32), np.maximum(squares / max(count, 1) - mean * mean, 0.0).astype(np.float32)
+
+
 def _decode(decode_image, preprocessing, path):
     return decode_image(path, preprocessing)
 
