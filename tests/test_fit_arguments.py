@@ -72,9 +72,13 @@ class _nothing:
         return False
 
 
-@pytest.mark.parametrize("name", ["validation_split + class_weight + steps_per_epoch", "initial_epoch"])
+RESUMED = {**ARGUMENTS, "save_weights_only (checkpoints are .weights.h5 files)": {"save_weights_only": True}}
+
+
+@pytest.mark.parametrize("name", ["validation_split + class_weight + steps_per_epoch", "initial_epoch",
+                                  "save_weights_only (checkpoints are .weights.h5 files)"])
 def test_interrupted_and_run_again_ends_as_a_straight_run(tmp_path, name):
-    kwargs = {"batch_size": 16, "save_freq": 2, **ARGUMENTS[name]}
+    kwargs = {"batch_size": 16, "save_freq": 2, **RESUMED[name]}
     straight_model = _model()
     straight = ks.fit(straight_model, x, y, checkpoint_dir=tmp_path / "straight", epochs=6, seed=5, verbose=0, **kwargs)
     for after in (5, 4):  # dies mid-epoch, then again in the run that resumed
@@ -83,6 +87,8 @@ def test_interrupted_and_run_again_ends_as_a_straight_run(tmp_path, name):
                    callbacks=[_Crash(after)], **kwargs)
     resumed_model = _model()
     resumed = ks.fit(resumed_model, x, y, checkpoint_dir=tmp_path / "resumed", epochs=6, seed=5, verbose=0, **kwargs)
+    written = {p.name for p in (tmp_path / "resumed").glob("ckpt-*/model.*")}
+    assert written == ({"model.weights.h5"} if kwargs.get("save_weights_only") else {"model.keras"})
     for key in straight.history:
         np.testing.assert_array_equal(resumed.history[key], straight.history[key], err_msg=key)
     for a, b in zip(resumed_model.weights, straight_model.weights):

@@ -369,7 +369,8 @@ def _put_back_callbacks(callbacks, saved: list[dict]) -> None:
 
 
 def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shuffle=True, seed=None,
-        save_freq="epoch", keep_last=3, keep_best=0, monitor="val_loss", mode="auto", async_write=True, callbacks=None,
+        save_freq="epoch", keep_last=3, keep_best=0, monitor="val_loss", mode="auto", async_write=True, save_weights_only=False,
+        callbacks=None,
         validation_split=0.0, validation_data=None, sample_weight=None, class_weight=None, initial_epoch=0,
         steps_per_epoch=None, **fit_kwargs):
     """``model.fit`` that checkpoints to ``checkpoint_dir`` and resumes from it by itself.
@@ -382,7 +383,8 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shu
     intact checkpoint stopped (epoch and batch), ending with the weights an
     uninterrupted run ends with. Returns a History covering all epochs; an epoch
     cut mid-way logs the training metrics of all its batches (their running sums
-    are part of each batch checkpoint). Every other argument has ``model.fit``'s
+    are part of each batch checkpoint). ``save_freq``, ``keep_last``, ``keep_best``, ``monitor``,
+    ``mode``, ``async_write`` and ``save_weights_only`` are :func:`Checkpoint`'s. Every other argument has ``model.fit``'s
     meaning: ``validation_split`` takes the last fraction before shuffling,
     ``class_weight``/``sample_weight`` weight the samples, ``steps_per_epoch`` cuts
     passes over the data into epochs as Keras does, ``initial_epoch`` starts later,
@@ -434,7 +436,7 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shu
     if start_batch >= at(start_epoch)[2]:
         start_epoch, start_batch = start_epoch + 1, 0
     checkpoint = Checkpoint(checkpoint_dir, save_freq=save_freq, keep_last=keep_last, keep_best=keep_best, monitor=monitor, mode=mode,
-                            async_write=async_write)
+                            async_write=async_write, save_weights_only=save_weights_only)
     checkpoint.extra_state = functools.partial(_progress, feed, model, callbacks, seed)
     checkpoint.resume_from(history, start_batch)
     on_resume = None
