@@ -20,7 +20,6 @@ ModelCheckpoint(".keras") adds.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import pathlib
 import shutil
@@ -33,17 +32,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import kerasafe as ks  # noqa: E402
-
-
-def build_model(mib: int):
-    width = int(math.sqrt(mib * 2**20 / 4 / 4))
-    inputs = keras.Input((width,))
-    x = inputs
-    for _ in range(4):
-        x = keras.layers.Dense(width, use_bias=False)(x)
-    model = keras.Model(inputs, x)
-    model.compile(keras.optimizers.SGD(1e-6), "mse")
-    return model, width
+from checkpoint_blocking import build_model  # noqa: E402  (the same 256 MiB of square Dense layers)
 
 
 class RawEveryEpoch(keras.callbacks.Callback):
@@ -72,7 +61,10 @@ def main() -> None:
     args = parser.parse_args()
     root = pathlib.Path(tempfile.mkdtemp(prefix="kerasafe-bench-", dir=args.dir))
     try:
-        model, width = build_model(args.mib)
+        model = build_model(args.mib)
+        # Learning rate 0: the same work per step, and the random weights cannot blow up to inf.
+        model.compile(keras.optimizers.SGD(0.0), "mse")
+        width = model.inputs[0].shape[-1]
         rng = np.random.default_rng(0)
         x = rng.standard_normal((args.steps * args.batch, width), dtype="float32")
         initial = [np.asarray(w) for w in model.weights]
