@@ -140,7 +140,6 @@ def read_py_dataset(dataset, indices: Iterator[int]) -> Iterator:
 class Replayable:
     """A callable or re-iterable source: its passes one after another, replayed and skipped to a position."""
 
-    exact = True
 
     def __init__(self, make, *, length=None):
         self.make, self.length = make, length  # length: batches per pass, where the source knows it
@@ -161,7 +160,6 @@ class Replayable:
 class OneShot:
     """An iterator that cannot start again: a restart continues with whatever it yields next."""
 
-    exact = False
     length = None
 
     def __init__(self, iterator):

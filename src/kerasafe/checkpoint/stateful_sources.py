@@ -32,9 +32,8 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import io
-import itertools
+import itertools  # noqa: F401  (the module example uses it)
 import json
 from collections.abc import Callable, Iterator
 
@@ -55,7 +54,6 @@ def _plain(batch):
 class StatefulSource:
     """An endless stream of passes whose position can be stored (``state_at``) and restored (``batches_from``)."""
 
-    exact = True
     length: int | None = None  # batches per pass, where known
 
     def __init__(self):
@@ -223,10 +221,6 @@ class TorchLoaderSource(StatefulSource):
         buffer = io.BytesIO()
         self._torch.save({**self._pass_start, "in_pass": self._in_pass}, buffer)
         return buffer.getvalue()
-
-
-def encode(state: bytes) -> str:
-    return base64.b64encode(state).decode()
 
 
 def is_tf_dataset(x) -> bool:
