@@ -172,3 +172,16 @@ def test_pydataset_epoch_hooks_are_called_around_each_epoch(tmp_path, workers):
     assert data.calls == ["begin", "end"] * 3
     per_epoch = len(data)
     assert data.seen == [1.0] * per_epoch + [1.5] * per_epoch + [2.25] * per_epoch
+
+
+@pytest.mark.backend
+def test_epoch_hooks_on_tensorflow_whose_adapter_reads_ahead(tmp_path):
+    """TensorFlow's trainer prefetches from the generator: no epoch may begin that the fit call does not train."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "pytest", __file__, "-k", "epoch_hooks_are_called", "-n", "0", "-q",
+                           "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "child")],
+                          env=dict(os.environ, KERAS_BACKEND="tensorflow"), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and "2 passed" in proc.stdout, proc.stdout[-3000:]

@@ -5,7 +5,8 @@ PyDataset's batch indices) in ``epoch_order(seed, e)``, so a restart knows which
 batches are done. Streams (generators, tf.data, grain, DataLoaders) are read as their
 passes one after another from a position (:mod:`.sources`, :mod:`.stateful_sources`).
 :func:`make_feed` turns ``x`` and the ``fit`` arguments into a :class:`Feed`; ``fit``
-calls ``feed.batches(epoch, skip)`` once per ``model.fit`` call it makes.
+calls ``feed.batches(epoch, skip, end)`` once per ``model.fit`` call it makes (epochs ``epoch``
+to ``end``, ``skip`` batches of the first done).
 
 Example:
     >>> at = epoch_plan(5, 2)  # 5 batches a pass, epochs of 2: Keras ends the third epoch early
@@ -72,9 +73,9 @@ def epoch_plan(n_batches: int, steps_per_epoch: int | None):
     return at
 
 
-def _epochs(n, seed, shuffle, at, start_epoch, skip):
-    """(order of the data epoch, its batch numbers) per training epoch from ``start_epoch`` on (``skip`` of its batches done)."""
-    for epoch in itertools.count(start_epoch):
+def _epochs(n, seed, shuffle, at, start_epoch, skip, end_epoch=None):
+    """(order of the data epoch, its batch numbers) per training epoch from ``start_epoch`` (``skip`` of its batches done) to ``end_epoch``."""
+    for epoch in itertools.count(start_epoch) if end_epoch is None else range(start_epoch, end_epoch):
         data_epoch, first, count = at(epoch)
         yield epoch_order(n, seed, data_epoch, shuffle), range(first + (skip if epoch == start_epoch else 0), first + count)
 
@@ -86,13 +87,15 @@ def _walk(n, seed, shuffle, at, start_epoch, skip):
             yield order, b
 
 
-def _py_dataset_batches(dataset, seed, shuffle, at, start_epoch, skip):
+def _py_dataset_batches(dataset, seed, shuffle, at, start_epoch, skip, end_epoch):
     """A PyDataset's batches in ks.fit's order, with its on_epoch_begin/on_epoch_end around each epoch as Keras calls them.
 
     Workers read ahead within an epoch only, so what on_epoch_end changes is seen by
-    the next epoch's reads, as with Keras's own enqueuer.
+    the next epoch's reads, as with Keras's own enqueuer; nothing is read past ``end_epoch``
+    (the fit call's last), so a backend that prefetches (TensorFlow) does not begin an epoch
+    that call does not train.
     """
-    for order, numbers in _epochs(len(dataset), seed, shuffle, at, start_epoch, skip):
+    for order, numbers in _epochs(len(dataset), seed, shuffle, at, start_epoch, skip, end_epoch):
         getattr(dataset, "on_epoch_begin", lambda: None)()
         try:
             yield from sources.read_py_dataset(dataset, (int(order[b]) for b in numbers))
@@ -138,7 +141,7 @@ def prepend(first, rest):
 
 
 class Feed:
-    """Where ks.fit's batches come from: ``at`` (epoch -> data epoch, first batch, batches) and ``batches(epoch, skip)``.
+    """Where ks.fit's batches come from: ``at`` (epoch -> data epoch, first batch, batches) and ``batches(epoch, skip, end)``.
 
     ``data_state(epoch, batch)``, for a source that can say where it is: (the position its
     stored state was taken at, the state), what a checkpoint at (epoch, batch) keeps.
@@ -153,7 +156,7 @@ def _stateful_feed(source, steps, initial_epoch, resume, due, class_weight, vali
     def position(epoch, batch):
         return (epoch - initial_epoch) * steps + (batch or 0)
 
-    def batches(epoch, skip):
+    def batches(epoch, skip, end=None):
         nonlocal resume
         p = position(epoch, skip)
         state, resume = (resume if resume is not None else source.state_at(p) if p else None), None
@@ -173,7 +176,7 @@ def make_feed(x, y, *, seed, shuffle, batch_size, steps_per_epoch, initial_epoch
                                            f"{name}={type(value).__name__}", "let the data yield (x, y[, sample_weight]) batches")
     if kind == "py_dataset":  # epoch orders are over its batch indices
         at = epoch_plan(len(x), steps_per_epoch)
-        return Feed(at, lambda epoch, skip: _weighted(_py_dataset_batches(x, seed, shuffle, at, epoch, skip), class_weight),
+        return Feed(at, lambda epoch, skip, end=None: _weighted(_py_dataset_batches(x, seed, shuffle, at, epoch, skip, end), class_weight),
                      validation_data)
     if kind == "stream":
         source = stateful_sources.stateful_source(x) or sources.stream_source(x, resumed=resumed)
@@ -184,7 +187,7 @@ def make_feed(x, y, *, seed, shuffle, batch_size, steps_per_epoch, initial_epoch
         if isinstance(source, stateful_sources.StatefulSource):
             return _stateful_feed(source, steps, initial_epoch, resume_data, due(steps), class_weight, validation_data)
         return Feed(lambda epoch: (0, 0, steps),
-                     lambda epoch, skip: _weighted(source.batches_from((epoch - initial_epoch) * steps + skip), class_weight),
+                     lambda epoch, skip, end=None: _weighted(source.batches_from((epoch - initial_epoch) * steps + skip), class_weight),
                      validation_data)
     parts, validation_data = _arrays(x, y, sample_weight, class_weight, validation_split, validation_data)
     n = _length(parts[0])
@@ -196,9 +199,9 @@ def make_feed(x, y, *, seed, shuffle, batch_size, steps_per_epoch, initial_epoch
                       "each epoch is one pass, as Keras does with arrays", stacklevel=3)
     if any(sources.is_lazy(p) for part in parts for p in _parts(part)):
         # Read from disk batch by batch (kerasafe train's image folders): decoded a few batches ahead.
-        return Feed(at, lambda epoch, skip: sources.prefetch(_batches(parts, batch_size, seed, shuffle, at, epoch, skip)),
+        return Feed(at, lambda epoch, skip, end=None: sources.prefetch(_batches(parts, batch_size, seed, shuffle, at, epoch, skip)),
                      _streamed_validation(validation_data, batch_size))
-    return Feed(at, lambda epoch, skip: _batches(parts, batch_size, seed, shuffle, at, epoch, skip), validation_data)
+    return Feed(at, lambda epoch, skip, end=None: _batches(parts, batch_size, seed, shuffle, at, epoch, skip), validation_data)
 
 
 def _arrays(x, y, sample_weight, class_weight, validation_split, validation_data):

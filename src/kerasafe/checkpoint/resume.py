@@ -234,7 +234,7 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shu
                 _put_back_metrics(model, state["extra"].get("metrics"))
     first_batches = None
     if start_batch:  # the metric sums are put back at the epoch's start: their variables must exist
-        first_batches = feed.batches(start_epoch, start_batch)
+        first_batches = feed.batches(start_epoch, start_batch, start_epoch + 1)
         sample = next(first_batches)
         _keras.build_metrics(model, sample[0], sample[1] if len(sample) > 1 else None)
         first_batches = feed_mod.prepend(sample, first_batches)
@@ -250,7 +250,7 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shu
             # Each fit call gets its own generator: TensorFlow's adapter reads ahead of the
             # step it is on, and batches read ahead by one call would be lost to the next.
             checkpoint.on_resume = on_resume
-            batches = first_batches if skip and first_batches is not None else feed.batches(first, skip)
+            batches = first_batches if skip and first_batches is not None else feed.batches(first, skip, end)
             result = model.fit(batches, steps_per_epoch=steps, epochs=end,
                                initial_epoch=first, callbacks=fit_callbacks, shuffle=False, **fit_kwargs)
             if model.stop_training:  # EarlyStopping (or the user) ended the run
