@@ -63,8 +63,7 @@ class _CheckpointMixin:
         self._lock.acquire()
         store.clean(self.directory)
         if self._global_batch is None:  # a later fit call (ks.fit makes several) keeps counting
-            found = store.committed(self.directory)
-            self._global_batch = found[-1].marker.get("global_batch", 0) if found else 0
+            self._global_batch = store.batches_done(store.committed(self.directory))
 
     def on_train_end(self, logs=None):
         self.close()

@@ -151,23 +151,32 @@ class Feed:
         self.at, self.batches, self.validation_data, self.data_state = at, batches, validation_data, data_state
 
 
-def _stateful_feed(source, steps, initial_epoch, resume, due, class_weight, validation_data) -> Feed:
-    """A tf.data/grain/DataLoader feed: position = batches since ``initial_epoch``; each fit call opens the stream at its state there."""
+def _stream_feed(source, steps, initial_epoch, resume, due, class_weight, validation_data) -> Feed:
+    """A stream's feed: position = batches since ``initial_epoch``, from which each fit call opens the stream.
+
+    A source that can say where it is (tf.data, grain, a DataLoader) opens at the state recorded
+    there (the checkpoint's, when resuming) and gives each checkpoint its state; the others replay.
+    """
+    stateful = isinstance(source, stateful_sources.StatefulSource)
+
     def position(epoch, batch):
         return (epoch - initial_epoch) * steps + (batch or 0)
 
     def batches(epoch, skip, end=None):
         nonlocal resume
         p = position(epoch, skip)
+        if not stateful:
+            return _weighted(source.batches_from(p), class_weight)
         state, resume = (resume if resume is not None else source.state_at(p) if p else None), None
         return _weighted(source.batches_from(p, state, due=due), class_weight)
 
-    return Feed(lambda epoch: (0, 0, steps), batches, validation_data,
-                 data_state=lambda epoch, batch: source.state_at(position(epoch, batch)))
+    data_state = (lambda epoch, batch: source.state_at(position(epoch, batch))) if stateful else None
+    return Feed(lambda epoch: (0, 0, steps), batches, validation_data, data_state=data_state)
 
 
 def make_feed(x, y, *, seed, shuffle, batch_size, steps_per_epoch, initial_epoch, sample_weight, class_weight,
-          validation_split, validation_data, resumed, resume_data=None, due=None) -> Feed:
+              validation_split, validation_data, resumed, resume_data=None, due=None) -> Feed:
+    """The Feed for ``x`` and the fit arguments (``resume_data``: a stream's stored state; ``due``: steps -> positions checkpoints are taken at)."""
     kind = "py_dataset" if sources.is_py_dataset(x) else "arrays" if sources.is_arrays(x) else "stream"
     if kind != "arrays":
         for name, value in (("y", y), ("sample_weight", sample_weight), ("validation_split", validation_split or None)):
@@ -177,18 +186,14 @@ def make_feed(x, y, *, seed, shuffle, batch_size, steps_per_epoch, initial_epoch
     if kind == "py_dataset":  # epoch orders are over its batch indices
         at = epoch_plan(len(x), steps_per_epoch)
         return Feed(at, lambda epoch, skip, end=None: _weighted(_py_dataset_batches(x, seed, shuffle, at, epoch, skip, end), class_weight),
-                     validation_data)
+                    validation_data)
     if kind == "stream":
         source = stateful_sources.stateful_source(x) or sources.stream_source(x, resumed=resumed)
         steps = steps_per_epoch or source.length
         if not steps:
             raise errors.KerasafeError(None, "steps_per_epoch for data without a length", type(x).__name__,
                                        "pass steps_per_epoch=N (batches per epoch), as Keras needs for a generator")
-        if isinstance(source, stateful_sources.StatefulSource):
-            return _stateful_feed(source, steps, initial_epoch, resume_data, due(steps), class_weight, validation_data)
-        return Feed(lambda epoch: (0, 0, steps),
-                     lambda epoch, skip, end=None: _weighted(source.batches_from((epoch - initial_epoch) * steps + skip), class_weight),
-                     validation_data)
+        return _stream_feed(source, steps, initial_epoch, resume_data, due(steps), class_weight, validation_data)
     parts, validation_data = _arrays(x, y, sample_weight, class_weight, validation_split, validation_data)
     n = _length(parts[0])
     if batch_size is None:  # Keras's default, or the size that makes steps_per_epoch one pass
@@ -200,7 +205,7 @@ def make_feed(x, y, *, seed, shuffle, batch_size, steps_per_epoch, initial_epoch
     if any(sources.is_lazy(p) for part in parts for p in _parts(part)):
         # Read from disk batch by batch (kerasafe train's image folders): decoded a few batches ahead.
         return Feed(at, lambda epoch, skip, end=None: sources.prefetch(_batches(parts, batch_size, seed, shuffle, at, epoch, skip)),
-                     _streamed_validation(validation_data, batch_size))
+                    _streamed_validation(validation_data, batch_size))
     return Feed(at, lambda epoch, skip, end=None: _batches(parts, batch_size, seed, shuffle, at, epoch, skip), validation_data)
 
 

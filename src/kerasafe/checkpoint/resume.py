@@ -74,7 +74,7 @@ def _progress(feed, model, callbacks, seed, epoch, batch) -> tuple[dict, dict[st
 
 def _due(save_every, found, initial_epoch, start_epoch, start_batch):
     """steps -> the stream positions where Checkpoint will save (epoch ends; every ``save_every`` batches, as it counts them)."""
-    done = found[-1].marker.get("global_batch", 0) if found else 0  # the callback's count starts from the newest marker
+    done = store.batches_done(found)  # where the callback's count starts
 
     def due(steps):
         start = (start_epoch - initial_epoch) * steps + start_batch

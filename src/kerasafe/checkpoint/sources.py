@@ -37,15 +37,14 @@ def is_py_dataset(x) -> bool:
     return any(c.__name__ in ("PyDataset", "Sequence") and c.__module__.startswith("keras") for c in type(x).__mro__)
 
 
-def take(part, index):
-    """Rows ``index`` of an array, or of a lazy source such as ``kerasafe.pipeline.streaming.ImageFiles`` (decoding only those)."""
-    if getattr(part, "lazy_rows", False):
-        return part.rows(index)
-    return np.asarray(part)[index]
-
-
 def is_lazy(part) -> bool:
+    """True for rows left on disk (``kerasafe.pipeline.streaming``'s ImageFiles and CsvRows): read them with :func:`take`."""
     return getattr(part, "lazy_rows", False)
+
+
+def take(part, index):
+    """Rows ``index`` of an array, or of rows left on disk (reading only those)."""
+    return part.rows(index) if is_lazy(part) else np.asarray(part)[index]
 
 
 def prefetch(batches, depth: int = 4):

@@ -25,8 +25,8 @@ Example:
     >>> stream = source.batches_from(0, due=lambda p: p == 2)
     >>> [b.tolist() for b in itertools.islice(stream, 2)], source.state_at(2)[0]
     ([[0, 1], [2, 3]], 2)
-    >>> position, state = source.state_at(2)
-    >>> [b.tolist() for b in itertools.islice(GrainSource(grain.MapDataset.source(np.arange(6)).batch(2)).batches_from(2, state), 3)]
+    >>> saved = source.state_at(2)  # what a checkpoint after two batches keeps: (position, state)
+    >>> [b.tolist() for b in itertools.islice(GrainSource(grain.MapDataset.source(np.arange(6)).batch(2)).batches_from(2, saved), 3)]
     [[4, 5], [0, 1], [2, 3]]
 """
 
@@ -67,13 +67,10 @@ class StatefulSource:
     def _state(self) -> bytes:
         raise NotImplementedError
 
-    def batches_from(self, position: int, state: tuple[int, bytes] | bytes | None = None,
+    def batches_from(self, position: int, state: tuple[int, bytes] | None = None,
                      due: Callable[[int], bool] | None = None) -> Iterator:
-        """The stream from ``position`` on: ``state`` is what :meth:`state_at` returned for it (or its bytes)."""
-        if isinstance(state, tuple):
-            saved_at, state = state
-        else:
-            saved_at = position if state is not None else 0
+        """The stream from ``position`` on: ``state`` is what :meth:`state_at` returned for it (None: from the start)."""
+        saved_at, state = state if state is not None else (0, None)
         stream = self._open(state)
         # Batches between the recorded state and the position (and, with no state, from the start).
         for _ in range(position - saved_at):
@@ -177,11 +174,7 @@ class TorchLoaderSource(StatefulSource):
     def _generators(self):
         found = [self.loader.generator, getattr(self.loader.sampler, "generator", None),
                  getattr(getattr(self.loader.batch_sampler, "sampler", None), "generator", None)]
-        unique = []
-        for g in found:
-            if g is not None and all(g is not u for u in unique):
-                unique.append(g)
-        return unique
+        return list({id(g): g for g in found if g is not None}.values())  # each once, in this order
 
     def _begin(self) -> None:
         """Start a pass: everything it draws (sampler order, worker seeds) comes from the states recorded here."""

@@ -103,6 +103,11 @@ def committed(directory) -> list[Committed]:
     return sorted(out, key=lambda c: c.step)
 
 
+def batches_done(found: list[Committed]) -> int:
+    """Batches trained under the checkpoints of a directory (``committed``'s list): the newest one's count."""
+    return found[-1].marker.get("global_batch", 0) if found else 0
+
+
 # The file a checkpoint holds: a whole model, or (Checkpoint(save_weights_only=True)) its weights.
 MODEL_FILES = ("model.keras", "model.weights.h5")
 

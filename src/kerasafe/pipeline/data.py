@@ -189,8 +189,6 @@ def _image_folder(root: pathlib.Path, *, image_size, color, channel_order, inter
 
 def _csv_rows(path: pathlib.Path) -> list[list[str]]:
     """The non-empty rows of a CSV file; a file that is not UTF-8 text (an image, say) is named as such."""
-    if not path.is_file():
-        raise errors.FileMissingError(path, "a CSV file", "no such file" if not path.exists() else "a folder", "check the path")
     return [row for _, _, row in _csv_lines(path)]
 
 
@@ -201,6 +199,8 @@ STREAM_CSV_BYTES = 256 * 2**20
 
 def _csv_lines(path: pathlib.Path):
     """(line number, byte offset, row) of each non-empty row, read a line at a time (never the whole file)."""
+    if not path.is_file():
+        raise errors.FileMissingError(path, "a CSV file", "no such file" if not path.exists() else "a folder", "check the path")
     offset = 0
     try:
         with open(path, "rb") as f:
@@ -220,12 +220,10 @@ def _csv(path: pathlib.Path, *, label_column, seed, ratios, stream=None) -> Data
     """A labelled CSV: in memory, or (``stream``, by default for files over STREAM_CSV_BYTES) rows left on disk."""
     from .streaming import CsvRows
 
-    if not path.is_file():
-        raise errors.FileMissingError(path, "a CSV file", "no such file" if not path.exists() else "a folder", "check the path")
+    lines = _csv_lines(path)
+    head = list(itertools.islice(lines, 2))  # checks the file first
     if stream is None:
         stream = path.stat().st_size > STREAM_CSV_BYTES
-    lines = _csv_lines(path)
-    head = list(itertools.islice(lines, 2))
     if len(head) < 2:
         raise errors.KerasafeError(path, "a CSV file with rows of data", f"{len(head)} rows", "check the file")
     has_header = not _all_numeric(head[0][2])
@@ -261,10 +259,8 @@ def _csv(path: pathlib.Path, *, label_column, seed, ratios, stream=None) -> Data
     if len(labels) < 2:
         raise errors.KerasafeError(path, f"at least two classes in label column '{header[label_index]}'",
                                    f"only {labels[0]!r}" if labels else "none", "a classifier needs examples of every class it is to tell apart")
-    sorted_number = np.empty(len(names), np.int64)
-    for name, first_seen in names.items():
-        sorted_number[first_seen] = labels.index(name)
-    y = sorted_number[np.frombuffer(label_ids, dtype=np.int64)]
+    rank = {name: i for i, name in enumerate(labels)}
+    y = np.asarray([rank[name] for name in names], np.int64)[np.frombuffer(label_ids, dtype=np.int64)]  # names: first-seen order
     x = CsvRows(path, np.frombuffer(offsets, dtype=np.int64), label_index, len(columns)) if stream else np.asarray(features, dtype=np.float32)
     preprocessing = {"kind": "table", "columns": columns, "label_column": header[label_index], "label_index": label_index}
     return _split(x, y, labels, preprocessing, str(path), seed, ratios)

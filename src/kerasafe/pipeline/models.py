@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 from .. import _keras, errors
+from ..checkpoint.sources import is_lazy
 from .data import Dataset
 
 ARCHITECTURES = ("auto", "mlp", "shallownet", "resnet")
@@ -32,7 +33,7 @@ def _image_input(keras, ds: Dataset, augment: bool):
 
 def _table_input(keras, ds: Dataset):
     inputs = keras.Input(ds.x_train.shape[1:], name="features")
-    if getattr(ds.x_train, "lazy_rows", False):  # rows on disk: the same statistics, read in chunks
+    if is_lazy(ds.x_train):  # rows on disk: the same statistics, read in chunks
         from .streaming import column_statistics
 
         mean, variance = column_statistics(ds.x_train)

@@ -34,79 +34,72 @@ def _pool() -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 2), thread_name_prefix="kerasafe-decode")
 
 
-class ImageFiles:
-    """Image files decoded on demand, in the shape of the array they would make."""
+class _RowsOnDisk:
+    """What ImageFiles and CsvRows share: indexed like the array they would make, read only where indexed."""
 
     lazy_rows = True  # ks.fit reads it through rows(), never as a whole array
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def rows(self, index) -> np.ndarray:
+        """The rows at ``index`` (an int, ints, a slice or a boolean mask), read now."""
+        single = isinstance(index, int | np.integer)
+        out = self._read(np.atleast_1d(np.arange(len(self))[index]))
+        return out[0] if single else out
+
+    __getitem__ = rows
+
+    def __array__(self, dtype=None, copy=None):
+        """Every row read: only where asked for explicitly (``np.asarray``); training never does this."""
+        out = self.rows(slice(None))
+        return out if dtype is None else out.astype(dtype)
+
+
+class ImageFiles(_RowsOnDisk):
+    """Image files decoded on demand, in the shape of the array they would make."""
 
     def __init__(self, files, preprocessing: dict):
         self.files = list(files)
         self.preprocessing = preprocessing
         height, width = preprocessing["size"]
         channels = 1 if preprocessing["color_mode"] == "grayscale" else 3
-        self.shape = (len(self.files), int(height), int(width), channels)
-        self.dtype = np.dtype("float32")
-        self.ndim = 4
-
-    def __len__(self) -> int:
-        return len(self.files)
+        self.shape, self.dtype, self.ndim = (len(self.files), int(height), int(width), channels), np.dtype("float32"), 4
 
     def subset(self, index) -> ImageFiles:
         """The files at ``index`` (an index array), still on disk."""
         return ImageFiles([self.files[i] for i in np.asarray(index, dtype=np.int64)], self.preprocessing)
 
-    def rows(self, index) -> np.ndarray:
-        """Decoded pixels of the files at ``index`` (ints, a slice or a boolean mask), decoded in parallel."""
+    def _read(self, positions) -> np.ndarray:
+        """The files at ``positions`` decoded in parallel."""
         from .data import decode_image
 
-        chosen = np.arange(len(self.files))[index] if not isinstance(index, int | np.integer) else [int(index)]
-        decode = functools.partial(_decode, decode_image, self.preprocessing)
-        pixels = list(_pool().map(decode, [self.files[i] for i in np.atleast_1d(chosen)]))
-        out = np.stack(pixels) if pixels else np.zeros((0, *self.shape[1:]), np.float32)
-        return out[0] if isinstance(index, int | np.integer) else out
-
-    __getitem__ = rows
-
-    def __array__(self, dtype=None, copy=None):
-        """Every image decoded: only where asked for explicitly (``np.asarray``); training never does this."""
-        out = self.rows(slice(None))
-        return out if dtype is None else out.astype(dtype)
+        pixels = list(_pool().map(lambda path: decode_image(path, self.preprocessing), [self.files[i] for i in positions]))
+        return np.stack(pixels) if pixels else np.zeros((0, *self.shape[1:]), np.float32)
 
 
-class CsvRows:
+class CsvRows(_RowsOnDisk):
     """The feature rows of a CSV file, left on disk: each read from its byte offset when a batch needs it."""
-
-    lazy_rows = True
 
     def __init__(self, path, offsets: np.ndarray, label_index: int, n_features: int):
         self.path, self.offsets, self.label_index = path, offsets, label_index
         self.shape, self.dtype, self.ndim = (len(offsets), n_features), np.dtype("float32"), 2
 
-    def __len__(self) -> int:
-        return len(self.offsets)
-
     def subset(self, index) -> CsvRows:
         return CsvRows(self.path, self.offsets[np.asarray(index, dtype=np.int64)], self.label_index, self.shape[1])
 
-    def rows(self, index) -> np.ndarray:
-        """The rows at ``index`` (ints, a slice or a boolean mask), read in file order, returned in the order asked."""
+    def _read(self, positions) -> np.ndarray:
+        """The rows at ``positions``, read in file order, returned in the order asked."""
         import csv
 
-        wanted = np.atleast_1d(self.offsets[index])
-        order = np.argsort(wanted, kind="stable")
+        wanted = self.offsets[positions]
         out = np.empty((len(wanted), self.shape[1]), np.float32)
         with open(self.path, "rb") as f:
-            for i in order:
+            for i in np.argsort(wanted, kind="stable"):
                 f.seek(int(wanted[i]))
                 row = next(csv.reader([f.readline().decode("utf-8")]))
                 out[i] = [float(v) for j, v in enumerate(row) if j != self.label_index]
-        return out[0] if isinstance(index, int | np.integer) else out
-
-    __getitem__ = rows
-
-    def __array__(self, dtype=None, copy=None):
-        out = self.rows(slice(None))
-        return out if dtype is None else out.astype(dtype)
+        return out
 
 
 def column_statistics(x, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
@@ -119,10 +112,6 @@ def column_statistics(x, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         count, total, squares = count + len(rows), total + rows.sum(axis=0), squares + (rows * rows).sum(axis=0)
     mean = total / max(count, 1)
     return mean.astype(np.float32), np.maximum(squares / max(count, 1) - mean * mean, 0.0).astype(np.float32)
-
-
-def _decode(decode_image, preprocessing, path):
-    return decode_image(path, preprocessing)
 
 
 def batches_dataset(x, y, batch_size: int, sample_weight=None):
@@ -145,4 +134,6 @@ def batches_dataset(x, y, batch_size: int, sample_weight=None):
 
 def readable(x, batch_size: int):
     """What to hand ``model.predict``: arrays as they are, image files as a PyDataset decoding a batch at a time."""
-    return batches_dataset(x, None, batch_size) if getattr(x, "lazy_rows", False) else x
+    from ..checkpoint.sources import is_lazy
+
+    return batches_dataset(x, None, batch_size) if is_lazy(x) else x
