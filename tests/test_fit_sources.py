@@ -185,3 +185,37 @@ def test_epoch_hooks_on_tensorflow_whose_adapter_reads_ahead(tmp_path):
                            "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "child")],
                           env=dict(os.environ, KERAS_BACKEND="tensorflow"), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and "2 passed" in proc.stdout, proc.stdout[-3000:]
+
+
+def _two_input_model():
+    keras.utils.set_random_seed(0)
+    a, b = keras.Input((3,), name="a"), keras.Input((3,), name="b")
+    hidden = keras.layers.Dense(8, activation="relu")(keras.layers.Concatenate()([a, b]))
+    model = keras.Model({"a": a, "b": b}, keras.layers.Dense(3, activation="softmax")(hidden))
+    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+MULTI_INPUT = {
+    "dict of arrays": lambda: {"a": x[:, :3], "b": x[:, 3:]},
+    "list of arrays": lambda: [x[:, :3], x[:, 3:]],
+}
+
+
+@pytest.mark.parametrize("name", sorted(MULTI_INPUT))
+def test_arrays_for_several_inputs_train_as_model_fit_and_resume_exactly(tmp_path, name):
+    inputs = MULTI_INPUT[name]()
+    theirs_model, ours_model = _two_input_model(), _two_input_model()
+    theirs = theirs_model.fit(inputs, y, epochs=3, batch_size=16, shuffle=False, verbose=0)
+    ours = ks.fit(ours_model, inputs, y, checkpoint_dir=tmp_path / "plain", epochs=3, batch_size=16, shuffle=False, verbose=0)
+    for key in theirs.history:
+        np.testing.assert_allclose(ours.history[key], theirs.history[key], rtol=0, atol=1e-6)
+    kwargs = dict(epochs=3, batch_size=16, seed=2, save_freq=2, verbose=0)
+    straight_model = _two_input_model()
+    straight = ks.fit(straight_model, inputs, y, checkpoint_dir=tmp_path / "straight", **kwargs)
+    with pytest.raises(KeyboardInterrupt):
+        ks.fit(_two_input_model(), inputs, y, checkpoint_dir=tmp_path / "resumed", callbacks=[_Crash(5)], **kwargs)
+    resumed_model = _two_input_model()
+    resumed = ks.fit(resumed_model, inputs, y, checkpoint_dir=tmp_path / "resumed", **kwargs)
+    assert resumed.history == straight.history
+    _equal(resumed_model, straight_model)
