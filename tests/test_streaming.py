@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import run_cli
-from kerasafe.checkpoint import sources
+from kerasafe.checkpoint import sources, store
 from kerasafe.pipeline.data import image_preprocessing, load_dataset
 from kerasafe.pipeline.streaming import ImageFiles
 
@@ -88,6 +91,44 @@ def test_streamed_folder_resumed_run_ends_as_a_straight_one(tmp_path):
     assert first.returncode == 0, first.stderr
     rest = run_cli("train", folder, "--out", tmp_path / "resumed", "--epochs", "3", "--arch", "mlp", "--batch-size", "32", "--quiet",
                    "--resume")
+    assert rest.returncode == 0, rest.stderr
+    import kerasafe as ks
+
+    a, b = ks.load(tmp_path / "straight" / "model.keras"), ks.load(tmp_path / "resumed" / "model.keras")
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(np.asarray(wa), np.asarray(wb))
+    assert (tmp_path / "straight" / "history.csv").read_text() == (tmp_path / "resumed" / "history.csv").read_text()
+
+
+@pytest.mark.slow
+def test_streamed_folder_killed_mid_epoch_resumes_as_a_straight_run(tmp_path):
+    """SIGKILL `kerasafe train` at random moments inside epochs (after a checkpoint, before the next), then --resume."""
+    folder = _folder(tmp_path / "images", 1200)
+    train = ["train", folder, "--epochs", "6", "--arch", "mlp", "--batch-size", "16", "--quiet"]
+    straight = run_cli(*train, "--out", tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr
+    command = [sys.executable, "-m", "kerasafe.cli", *map(str, train), "--out", str(tmp_path / "resumed"), "--resume"]
+    checkpoints = tmp_path / "resumed" / "checkpoints"
+    rng = random.Random(7)
+    kills, epochs_at_kill = 0, []
+    for _ in range(12):
+        done = len(store.committed(checkpoints)) if checkpoints.exists() else 0
+        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 180
+        while proc.poll() is None and time.monotonic() < deadline and (
+                (len(store.committed(checkpoints)) if checkpoints.exists() else 0) <= done):
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.05, 0.4))  # into the next epoch: its batches are read, decoded and trained on
+        if proc.poll() is not None:
+            break  # the run finished before the kill: too fast a machine, the kills so far still count
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        epochs_at_kill.append(len(store.committed(checkpoints)))
+        if kills == 3:
+            break
+    assert kills >= 2 and epochs_at_kill == sorted(epochs_at_kill) and epochs_at_kill[-1] < 6, epochs_at_kill
+    rest = run_cli(*train, "--out", tmp_path / "resumed", "--resume")
     assert rest.returncode == 0, rest.stderr
     import kerasafe as ks
 
