@@ -40,7 +40,8 @@ def _take(x, index):
     if isinstance(x, dict):
         return {k: sources.take(v, index) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [sources.take(v, index) for v in x]
+        # A tuple either way: Keras's generator adapter on TensorFlow takes no list in a batch's structure.
+        return tuple(sources.take(v, index) for v in x)
     return sources.take(x, index)
 
 

@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools  # noqa: F401  (the module example uses it)
 import json
@@ -158,7 +159,14 @@ class GrainSource(StatefulSource):
 
 
 class TorchLoaderSource(StatefulSource):
-    """A PyTorch ``DataLoader``: the random state each pass starts from, and the batches read in it."""
+    """A PyTorch ``DataLoader``: the random state each pass starts from, and the batches read in it.
+
+    What the loader draws from torch's global generator (the sampler's seed, the workers'
+    base seed) comes from a global state of its own, swapped in around each touch of the
+    loader: on the PyTorch backend Keras's unseeded layers (Dropout) draw from the same
+    global generator, and a resume that replays part of a pass would otherwise leave the
+    two streams interleaved differently from the uninterrupted run.
+    """
 
     def __init__(self, loader):
         super().__init__()
@@ -169,37 +177,54 @@ class TorchLoaderSource(StatefulSource):
             self.length = len(loader)
         except TypeError:  # an IterableDataset without a length
             self.length = None
-        self._pass_start, self._in_pass, self._current = None, 0, None
+        self._pass_start, self._in_pass, self._current, self._data_rng = None, 0, None, None
 
     def _generators(self):
         found = [self.loader.generator, getattr(self.loader.sampler, "generator", None),
                  getattr(getattr(self.loader.batch_sampler, "sampler", None), "generator", None)]
         return list({id(g): g for g in found if g is not None}.values())  # each once, in this order
 
+    @contextlib.contextmanager
+    def _data_random_state(self):
+        """torch's global generator holds the loader's own state while the loader runs, the training's otherwise."""
+        training = self._torch.get_rng_state()
+        self._torch.set_rng_state(self._data_rng)
+        try:
+            yield
+        finally:
+            self._data_rng = self._torch.get_rng_state()
+            self._torch.set_rng_state(training)
+
     def _begin(self) -> None:
         """Start a pass: everything it draws (sampler order, worker seeds) comes from the states recorded here."""
-        torch = self._torch
-        self._pass_start = {"global": torch.get_rng_state(), "generators": [g.get_state() for g in self._generators()]}
-        self._in_pass, self._current = 0, iter(self.loader)
+        self._pass_start = {"global": self._data_rng, "generators": [g.get_state() for g in self._generators()]}
+        self._in_pass = 0
+        with self._data_random_state():
+            self._current = iter(self.loader)
+
+    def _next(self):
+        with self._data_random_state():
+            return next(self._current)
 
     def _open(self, state):
         skip = 0
+        self._data_rng = self._torch.get_rng_state()  # a new run: the loader starts from the script's global state
         if state is not None:
             saved = self._torch.load(io.BytesIO(state), weights_only=True)
-            self._torch.set_rng_state(saved["global"])
+            self._data_rng = saved["global"]
             for g, s in zip(self._generators(), saved["generators"]):
                 g.set_state(s)
             skip = saved["in_pass"]
         self._begin()
         for _ in range(skip):  # the part of the pass read before the checkpoint, read again
-            next(self._current)
+            self._next()
             self._in_pass += 1
         return self._stream()
 
     def _stream(self):
         while True:
             try:
-                batch = next(self._current)
+                batch = self._next()
             except StopIteration:
                 if self._in_pass == 0:
                     return
