@@ -6,11 +6,12 @@ bytes and :mod:`kerasafe.storage` makes every write atomic.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import warnings
 
-from . import _keras, errors, formats, storage
+from . import _keras, errors, formats, remote, storage
 from . import manifest as manifest_mod
 from .formats import architecture
 from .formats.base import ARCHITECTURE, WEIGHTS
@@ -59,7 +60,7 @@ def _save_format(path, format, save_format):
 
 
 def save(model, path, *, labels=None, preprocessing=None, metadata=None, include_optimizer=True, format=None,
-         save_format=None) -> pathlib.Path:
+         save_format=None, storage_options=None) -> pathlib.Path | str:
     """Save a whole model; the format follows the name (or ``format=``).
 
     ``.keras``, ``.h5``/``.hdf5``, ``.weights.h5``, ``.safetensors``, ``.json``,
@@ -69,7 +70,8 @@ def save(model, path, *, labels=None, preprocessing=None, metadata=None, include
     (a SavedModel directory). ``labels``,
     ``preprocessing`` and ``metadata`` travel inside the file (taken from
     ``model.kerasafe`` when not given). The write is atomic: a crash leaves the
-    previous file intact.
+    previous file intact. ``path`` may be an fsspec URL (``s3://bucket/m.keras``, ``memory://...``;
+    ``storage_options`` for the store): the object appears in one step, whole (:mod:`kerasafe.remote`).
 
     Example:
         >>> import keras, kerasafe as ks, tempfile, os
@@ -79,6 +81,14 @@ def save(model, path, *, labels=None, preprocessing=None, metadata=None, include
         ('no', 'yes')
     """
     _check_model(model, "save")
+    path = remote.local_path(path)
+    if remote.is_url(path):
+        if formats.for_save(path, _save_format(path, format, save_format)).is_directory:
+            remote.refuse_directory(path)
+        with remote.uploaded(path, storage_options) as local:  # the same name: the same format
+            save(model, local, labels=labels, preprocessing=preprocessing, metadata=metadata,
+                 include_optimizer=include_optimizer, format=format, save_format=save_format)
+        return path
     fmt = formats.for_save(path, _save_format(path, format, save_format))
     if include_optimizer:
         # Saved slot variables must match what a load rebuilds; an optimizer that has
@@ -90,7 +100,7 @@ def save(model, path, *, labels=None, preprocessing=None, metadata=None, include
     return _write(fmt, model, path, manifest, weights_only=False, include_optimizer=include_optimizer)
 
 
-def save_weights(model, path, *, format=None, save_format=None) -> pathlib.Path:
+def save_weights(model, path, *, format=None, save_format=None, storage_options=None) -> pathlib.Path | str:
     """Save the weights (and, for kerasafe's own reading, the architecture) of ``model``.
 
     ``.weights.h5`` is Keras 3's layout (optimizer state included); any other
@@ -106,6 +116,11 @@ def save_weights(model, path, *, format=None, save_format=None) -> pathlib.Path:
         True
     """
     _check_model(model, "save weights of")
+    path = remote.local_path(path)
+    if remote.is_url(path):
+        with remote.uploaded(path, storage_options) as local:
+            save_weights(model, local, format=format, save_format=save_format)
+        return path
     if save_format is not None:
         if save_format != "h5" or format is not None:
             raise errors.UnsupportedOperationError(
@@ -135,7 +150,7 @@ def _vet(path, trusted) -> bool:
     return any(f["trusted"] and f["rule"] in ("KS101", "KS105") for f in report["findings"])
 
 
-def load(path, *, weights=None, compile=True, safe_mode=True, custom_objects=None, trusted=None):
+def load(path, *, weights=None, compile=True, safe_mode=True, custom_objects=None, trusted=None, storage_options=None):
     """Load a model from any supported file or SavedModel directory, judged by content.
 
     ``weights=`` joins an architecture (``.json``/``.yaml``) or a model with a
@@ -144,7 +159,8 @@ def load(path, *, weights=None, compile=True, safe_mode=True, custom_objects=Non
     anything that would run code from the file. ``trusted=[names]`` scans the file
     first (:func:`kerasafe.scan`) and loads it only if every finding is a name in
     the list (``"mypackage.MyLayer"``, ``"Lambda"``, ``"tensorflow-graph"``); the
-    error of a refused file lists the rest.
+    error of a refused file lists the rest. ``path`` and ``weights`` may be fsspec URLs
+    (``storage_options`` for the store).
 
     Example:
         >>> import keras, kerasafe as ks, tempfile, os
@@ -154,6 +170,19 @@ def load(path, *, weights=None, compile=True, safe_mode=True, custom_objects=Non
         >>> ks.load(os.path.join(d, "arch.json"), weights=os.path.join(d, "w.h5")).count_params()
         8
     """
+    path, weights = remote.local_path(path), remote.local_path(weights)
+    if remote.is_url(path) or remote.is_url(weights):
+        import dataclasses
+
+        with contextlib.ExitStack() as stack:
+            local = stack.enter_context(remote.downloaded(path, storage_options)) if remote.is_url(path) else path
+            local_weights = stack.enter_context(remote.downloaded(weights, storage_options)) if remote.is_url(weights) else weights
+            model = load(local, weights=local_weights, compile=compile, safe_mode=safe_mode, custom_objects=custom_objects,
+                         trusted=trusted)
+        info = getattr(model, "kerasafe", None)
+        if isinstance(info, manifest_mod.ModelInfo) and remote.is_url(path):
+            model = manifest_mod.attach(model, dataclasses.replace(info, path=path))
+        return model
     p, fmt = formats.locate(path, "a saved model")
     if trusted is not None and _vet(path, trusted):
         safe_mode = False  # the caller trusts by name the code this file carries
@@ -183,7 +212,7 @@ def _load_weights_into(model, path, *, by_name: bool, skip_mismatch: bool) -> di
         return fmt.read_weights(model, p, by_name=by_name, skip_mismatch=skip_mismatch)
 
 
-def load_weights(model, path, *, by_name=False, skip_mismatch=False):
+def load_weights(model, path, *, by_name=False, skip_mismatch=False, storage_options=None):
     """Load weights from any supported file into ``model`` and return ``model``.
 
     Order decides which variable gets which array, or layer names with
@@ -198,6 +227,11 @@ def load_weights(model, path, *, by_name=False, skip_mismatch=False):
         True
     """
     _check_model(model, "load weights into")
+    path = remote.local_path(path)
+    if remote.is_url(path):
+        with remote.downloaded(path, storage_options) as local:
+            _load_weights_into(model, local, by_name=by_name, skip_mismatch=skip_mismatch)
+        return model
     _load_weights_into(model, path, by_name=by_name, skip_mismatch=skip_mismatch)
     return model
 
@@ -250,7 +284,7 @@ def from_yaml(text: str, *, custom_objects=None):
     return model
 
 
-def convert(src, dst, *, weights=None) -> pathlib.Path:
+def convert(src, dst, *, weights=None, storage_options=None) -> pathlib.Path | str:
     """Load ``src`` (joined with ``weights`` if given) and save it as ``dst``'s format.
 
     Labels, preprocessing and metadata carry over; so does optimizer state where
@@ -264,5 +298,5 @@ def convert(src, dst, *, weights=None) -> pathlib.Path:
         >>> ks.inspect(ks.convert(os.path.join(d, "m.h5"), os.path.join(d, "m.safetensors")))["labels"]
         ['a', 'b']
     """
-    model = load(src, weights=weights, compile=True)
-    return save(model, dst)
+    model = load(src, weights=weights, compile=True, storage_options=storage_options)
+    return save(model, dst, storage_options=storage_options)

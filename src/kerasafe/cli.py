@@ -184,7 +184,12 @@ def cmd_convert(args) -> int:
     with _busy(f"converting {args.src} -> {args.dst}", args.quiet):
         dst = convert(args.src, args.dst, weights=args.weights)
     if not args.quiet:
-        out.print(f"{args.src} [{locate(args.src, 'a model')[1].name}] -> {dst} [{detect(dst).name}]")
+        from .remote import is_url
+
+        if is_url(args.src) or is_url(dst):  # not fetched again only to name its format
+            out.print(f"{args.src} -> {dst}")
+        else:
+            out.print(f"{args.src} [{locate(args.src, 'a model')[1].name}] -> {dst} [{detect(dst).name}]")
     return 0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pathlib
 
-from . import formats
+from . import formats, remote
 from .formats.guard import reading
 
 # inspect() checks hashes itself for files up to this size; larger ones are left to
@@ -46,6 +46,7 @@ def _clean_layers(rows) -> list[dict]:
     return out
 
 
+@remote.reads_urls
 def verify(path) -> dict:
     """Re-hash every member the file recorded; ``{"ok": bool|None, "members": {...}}``.
 
@@ -64,6 +65,7 @@ def verify(path) -> dict:
     return {"path": str(p), "ok": ok, "members": members}
 
 
+@remote.reads_urls
 def inspect(path, *, verify_hashes: bool | None = None) -> dict:
     """Describe a model file: format, writer, layers, parameters, labels, preprocessing, hashes.
 

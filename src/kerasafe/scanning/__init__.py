@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import pathlib
 
-from .. import errors
+from .. import errors, remote
 from .findings import RULES, Finding
 from .formats import SCANNERS
 
@@ -41,6 +41,7 @@ def _sha256(path: pathlib.Path) -> str:
     return digest.hexdigest()
 
 
+@remote.reads_urls
 def scan(path, *, trusted=None) -> dict:
     """Findings and a verdict for one model file or SavedModel directory, without loading it.
 

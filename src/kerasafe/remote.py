@@ -1,0 +1,183 @@
+"""fsspec URLs (``s3://``, ``gs://``, ``az://``, ``memory://``, ``file://``) wherever kerasafe takes a model file.
+
+A read copies the object to a private temporary directory in chunks (fsspec's
+``get``: ranged reads, never the whole object in memory) and hands the formats
+that local path, which they read as they read any file (their hashes checked on
+the way in). A write goes to a local temporary file first, through the same
+atomic local commit as every save, and is then uploaded to the final key in one
+step that cannot half-happen: an object store makes an object visible only when
+its single PUT or its multipart upload *completes*, and the previous object
+stays readable until then. So an interrupted save leaves the previous object, and
+no visible partial one. (tmp+rename would not do: on object stores a rename is a
+copy and a delete.)
+
+Credentials and endpoints come the way each fsspec backend reads them
+(environment, config files); ``storage_options`` passes what must be passed.
+
+Example:
+    >>> import keras, kerasafe as ks
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> ks.save(m, "memory://models/m.keras")
+    'memory://models/m.keras'
+    >>> ks.load("memory://models/m.keras").count_params()
+    8
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+
+from . import errors
+
+# The extra that brings each scheme's fsspec implementation (pyproject.toml).
+EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure"}
+
+
+def is_url(path) -> bool:
+    """Whether ``path`` is an fsspec URL (``scheme://...``) rather than a local path."""
+    return isinstance(path, str) and "://" in path and path.split("://", 1)[0].isidentifier()
+
+
+def scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower()
+
+
+def local_path(path):
+    """``file://`` URLs as plain paths; everything else unchanged."""
+    if is_url(path) and scheme(path) in ("file", "local"):
+        return path.split("://", 1)[1]
+    return path
+
+
+def filesystem(url: str, storage_options: dict | None = None):
+    """The fsspec filesystem for ``url``; a MissingDependencyError names the extra to install."""
+    extra = EXTRAS.get(scheme(url))
+    try:
+        import fsspec
+
+        return fsspec.filesystem(scheme(url), **(storage_options or {}))
+    except ImportError as exc:
+        raise errors.MissingDependencyError(
+            url, f"fsspec with the {scheme(url)}:// implementation", f"it is not installed ({exc})",
+            f"pip install 'kerasafe[{extra}]'" if extra else "pip install fsspec",
+        ) from None
+    except ValueError as exc:  # fsspec's "Protocol not known"
+        raise errors.KerasafeError(url, "a URL scheme fsspec knows (s3, gs, az, memory, file, ...)", str(exc),
+                                   "check the URL's scheme") from None
+
+
+def _store_error(url: str, action: str, exc: Exception) -> errors.KerasafeError:
+    if isinstance(exc, FileNotFoundError):
+        return errors.FileMissingError(url, f"an object to {action}", "no such object or bucket", "check the URL")
+    if isinstance(exc, PermissionError):
+        return errors.KerasafeError(url, f"permission to {action}", f"access denied ({exc})",
+                                    "check the credentials (environment, config file or storage_options)")
+    return errors.KerasafeError(url, f"the object store to {action}", f"{type(exc).__name__}: {exc}",
+                                "check the URL, the endpoint and the credentials; nothing was changed there")
+
+
+def _scratch(kind: str) -> pathlib.Path:
+    """A private temporary directory named for this process; those of processes that died (SIGKILL) are removed."""
+    from .storage import _pid_alive
+
+    root = pathlib.Path(tempfile.gettempdir())
+    for old in root.glob("kerasafe-remote-*"):
+        try:
+            pid = int(old.name.split("-")[3])
+        except (IndexError, ValueError):
+            continue
+        if not _pid_alive(pid):
+            shutil.rmtree(old, ignore_errors=True)
+    return pathlib.Path(tempfile.mkdtemp(prefix=f"kerasafe-remote-{kind}-{os.getpid()}-"))
+
+
+@contextlib.contextmanager
+def downloaded(url: str, storage_options: dict | None = None) -> Iterator[pathlib.Path]:
+    """A local copy of the object (or prefix, for a SavedModel directory) at ``url``, removed afterwards.
+
+    Errors the formats raise name ``url``, not the temporary copy.
+    """
+    fs = filesystem(url, storage_options)
+    scratch = _scratch("get")
+    local = scratch / (url.rstrip("/").rsplit("/", 1)[-1] or "object")
+    try:
+        try:
+            if fs.isdir(url):
+                fs.get(url.rstrip("/") + "/", str(local), recursive=True)
+            else:
+                fs.get_file(url, str(local))
+        except errors.KerasafeError:
+            raise
+        except Exception as exc:
+            raise _store_error(url, "read", exc) from exc
+        try:
+            yield local
+        except errors.KerasafeError as exc:
+            raise exc.naming(local, url) from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def uploaded(url: str, storage_options: dict | None = None) -> Iterator[pathlib.Path]:
+    """A local path to write; on leaving without an error its content becomes the object at ``url`` in one step.
+
+    A single file is one PUT (or one multipart upload, completed last); the previous
+    object is replaced only when that completes. A directory (SavedModel) is several
+    objects, which no store can make visible in one step: refused.
+    """
+    fs = filesystem(url, storage_options)
+    scratch = _scratch("put")
+    local = scratch / (url.rstrip("/").rsplit("/", 1)[-1] or "object")
+    try:
+        try:
+            yield local
+        except errors.KerasafeError as exc:
+            raise exc.naming(local, url) from None
+        if local.is_dir():
+            refuse_directory(url)
+        parent = url.rstrip("/").rsplit("/", 1)[0]
+        try:
+            if scheme(url) == "memory":
+                fs.makedirs(parent, exist_ok=True)
+            fs.put_file(str(local), url)
+        except Exception as exc:
+            raise _store_error(url, "write", exc) from exc
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def refuse_directory(url: str):
+    raise errors.UnsupportedOperationError(
+        url, "a single-file format for an object store (.keras, .h5, .weights.h5, .safetensors)",
+        "a directory format (SavedModel: many objects, which a store cannot make visible in one step)",
+        "save to a single-file format there (a name with a suffix), or to a local path",
+    )
+
+
+def fspath(path) -> str:
+    """``os.fspath`` that keeps URLs as they are."""
+    return path if is_url(path) else os.fspath(path)
+
+
+def reads_urls(function):
+    """Let ``function(path, ...)`` take a URL: it runs on a downloaded copy; a ``"path"`` in its dict result names the URL."""
+    import functools
+
+    @functools.wraps(function)
+    def wrapper(path, *args, storage_options=None, **kwargs):
+        path = local_path(path)
+        if not is_url(path):
+            return function(path, *args, **kwargs)
+        with downloaded(path, storage_options) as local:
+            result = function(local, *args, **kwargs)
+        if isinstance(result, dict) and result.get("path") == str(local):
+            result = {**result, "path": path}
+        return result
+
+    return wrapper

@@ -1,0 +1,221 @@
+"""fsspec URLs wherever kerasafe takes a model file: memory://, and s3:// against moto's S3 server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import keras
+import numpy as np
+import pytest
+
+import kerasafe as ks
+from conftest import TESTS, run_cli
+from kerasafe import errors
+
+pytest.importorskip("fsspec")
+
+
+def _model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5, activation="relu"), keras.layers.Dense(3)])
+    model.compile("adam", "mse")
+    model.fit(np.ones((8, 4)), np.ones((8, 3)), verbose=0)
+    return model
+
+
+def _same(a, b):
+    for wa, wb in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(np.asarray(wa), np.asarray(wb))
+
+
+# Every single-file format a whole model or its weights can be saved as: what an object store takes.
+MODEL_NAMES = ["m.keras", "m.h5", "m.safetensors", "m.weights.h5"]
+WEIGHT_NAMES = ["w.weights.h5", "w.h5", "w.safetensors"]
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_single_file_format_round_trips_through_memory_urls(tmp_path, name):
+    model = _model()
+    url = f"memory://round/{name}"
+    assert ks.save(model, url, labels=["a", "b", "c"]) == url
+    loaded = ks.load(url)
+    _same(loaded, model)
+    assert loaded.kerasafe.path == url and loaded.kerasafe.labels == ("a", "b", "c")
+    assert ks.inspect(url)["format"] == ks.inspect(ks.save(model, tmp_path / name))["format"]
+    assert ks.verify(url)["ok"] is True
+    assert ks.scan(url)["verdict"] == "safe"
+
+
+@pytest.mark.parametrize("name", WEIGHT_NAMES)
+def test_weights_round_trip_through_memory_urls(name):
+    model, other = _model(), _model()
+    for w in other.weights:
+        w.assign(np.zeros(w.shape, dtype=w.dtype))
+    url = f"memory://weights/{name}"
+    assert ks.save_weights(model, url) == url
+    ks.load_weights(other, url)
+    _same(other, model)
+
+
+def test_convert_and_an_architecture_joined_with_remote_weights():
+    model = _model()
+    ks.save(model, "memory://c/m.keras", labels=["x", "y", "z"])
+    assert ks.convert("memory://c/m.keras", "memory://c/m.safetensors") == "memory://c/m.safetensors"
+    assert ks.load("memory://c/m.safetensors").kerasafe.labels == ("x", "y", "z")
+    ks.save(model, "memory://c/arch.json")
+    ks.save_weights(model, "memory://c/w.weights.h5")
+    _same(ks.load("memory://c/arch.json", weights="memory://c/w.weights.h5"), model)
+
+
+def test_file_urls_are_local_paths(tmp_path):
+    model = _model()
+    ks.save(model, f"file://{tmp_path}/m.keras")
+    _same(ks.load(tmp_path / "m.keras"), model)
+
+
+@pytest.mark.parametrize("call,error,words", [
+    (lambda: ks.load("memory://missing/m.keras"), errors.FileMissingError, "no such object"),
+    (lambda: ks.save(_model(), "memory://dirs/savedmodel"), errors.UnsupportedOperationError, "single-file format"),
+    (lambda: ks.load("nosuchscheme://b/m.keras"), errors.KerasafeError, "scheme"),
+    (lambda: ks.load("memory://junk/m.keras"), errors.CorruptFileError, "memory://junk/m.keras"),
+])
+def test_what_goes_wrong_with_a_url_is_one_line_naming_the_url(call, error, words):
+    import fsspec
+
+    fsspec.filesystem("memory").pipe("memory://junk/m.keras", b"not a zip")
+    with pytest.raises(error, match=words) as caught:
+        call()
+    assert "\n" not in str(caught.value) and "kerasafe-remote-" not in str(caught.value)  # never our temporary copy
+
+
+def test_without_the_extra_a_url_names_the_extra_to_install(tmp_path):
+    code = ("import sys; sys.modules['s3fs'] = None\n"
+            "import kerasafe as ks, kerasafe.errors as e\n"
+            "try:\n    ks.inspect('s3://bucket/m.keras')\n"
+            "except e.MissingDependencyError as exc:\n    print(exc)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=dict(os.environ, KERAS_BACKEND="jax"))
+    assert "pip install 'kerasafe[s3]'" in out.stdout, out.stdout + out.stderr
+
+
+# ---- S3: moto's server mode on the loopback address, as s3fs's own tests do ----
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """The S3 endpoint's environment: credentials and endpoint the way boto reads them, and one bucket."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto")
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(endpoint + "/moto-api/", timeout=2)
+            break
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                pytest.fail("moto's S3 server did not start")
+            time.sleep(0.2)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    s3fs.S3FileSystem().mkdir("models")
+    yield env
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_s3_round_trip_with_credentials_from_the_environment(s3):
+    model = _model()
+    ks.save(model, "s3://models/m.keras", labels=["a", "b", "c"])
+    _same(ks.load("s3://models/m.keras"), model)
+    ks.save_weights(model, "s3://models/w.h5")
+    other = _model()
+    ks.load_weights(other, "s3://models/w.h5")
+    _same(other, model)
+
+
+def test_s3_with_storage_options_passed(s3):
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    options = {"key": "testing", "secret": "testing", "endpoint_url": s3["AWS_ENDPOINT_URL"]}
+    model = _model()
+    ks.save(model, "s3://models/opts.safetensors", storage_options=options)
+    _same(ks.load("s3://models/opts.safetensors", storage_options=options), model)
+    assert ks.inspect("s3://models/opts.safetensors", storage_options=options)["path"] == "s3://models/opts.safetensors"
+
+
+def test_the_cli_takes_s3_urls(s3, tmp_path):
+    ks.save(_model(), "s3://models/cli.keras", labels=["a", "b", "c"])
+    out = run_cli("inspect", "s3://models/cli.keras")
+    assert out.returncode == 0 and "cli.keras" in out.stdout, out.stderr
+    out = run_cli("convert", "s3://models/cli.keras", "s3://models/cli.h5")
+    assert out.returncode == 0, out.stderr
+    assert ks.load("s3://models/cli.h5").kerasafe.labels == ("a", "b", "c")
+    missing = run_cli("inspect", "s3://models/none.keras")
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr and "s3://models/none.keras" in missing.stderr
+
+
+@pytest.mark.slow
+def test_a_save_killed_during_its_upload_leaves_the_previous_object_whole(s3):
+    """SIGKILL at random moments of saving 64 MiB over an existing object: what is there is the old model or the new, whole."""
+    sys.path.insert(0, str(TESTS))
+    from upload_child import model_of
+
+    url = "s3://models/killed.keras"
+    subprocess.run([sys.executable, str(TESTS / "upload_child.py"), url, "1.0", "64"], check=True, timeout=300,
+                   env=dict(os.environ, KERAS_BACKEND="jax"), stdout=subprocess.DEVNULL)
+    rng = random.Random(3)
+    killed_while_saving, outcomes = 0, set()
+    for attempt in range(6):
+        proc = subprocess.Popen([sys.executable, str(TESTS / "upload_child.py"), url, str(2.0 + attempt), "64"],
+                                env=dict(os.environ, KERAS_BACKEND="jax"), stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "saving"
+        time.sleep(rng.uniform(0.0, 2.5))
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            killed_while_saving += 1
+        else:
+            proc.wait()
+        model = ks.load(url)  # the hashes inside are checked on the way in: a partial object would fail here
+        values = np.unique(np.asarray(model.weights[0]))
+        assert len(values) == 1 and values[0] in [1.0] + [2.0 + a for a in range(attempt + 1)], values
+        outcomes.add(float(values[0]))
+    assert killed_while_saving >= 3
+    width = model_of(1.0, 64).weights[0].shape
+    assert model.weights[0].shape == width
+    # The killed children's local staging copies are cleaned by the next kerasafe call that stages one.
+    ks.load(url)
+    import glob
+    import tempfile
+
+    left = [p for p in glob.glob(os.path.join(tempfile.gettempdir(), "kerasafe-remote-*"))
+            if not os.path.exists(f"/proc/{p.split('-')[-2]}")]
+    assert left == []
