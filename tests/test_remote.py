@@ -85,6 +85,11 @@ def test_file_urls_are_local_paths(tmp_path):
     (lambda: ks.save(_model(), "memory://dirs/savedmodel"), errors.UnsupportedOperationError, "single-file format"),
     (lambda: ks.load("nosuchscheme://b/m.keras"), errors.KerasafeError, "scheme"),
     (lambda: ks.load("memory://junk/m.keras"), errors.CorruptFileError, "memory://junk/m.keras"),
+    # Checkpoint directories on a store are not supported yet: refused, never a local folder named "memory:".
+    (lambda: ks.Checkpoint("memory://ckpt"), errors.UnsupportedOperationError, "local directory"),
+    (lambda: ks.restore("s3://bucket/ckpt"), errors.UnsupportedOperationError, "local directory"),
+    (lambda: ks.fit(_model(), np.ones((4, 4)), np.ones((4, 3)), checkpoint_dir="memory://ckpt"),
+     errors.UnsupportedOperationError, "local directory"),
 ])
 def test_what_goes_wrong_with_a_url_is_one_line_naming_the_url(call, error, words):
     import fsspec

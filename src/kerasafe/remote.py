@@ -160,9 +160,13 @@ def refuse_directory(url: str):
     )
 
 
-def fspath(path) -> str:
-    """``os.fspath`` that keeps URLs as they are."""
-    return path if is_url(path) else os.fspath(path)
+def refuse_url(path, what: str) -> None:
+    """A one-line error for a URL where only a local directory works yet (not a local folder named ``s3:``)."""
+    if is_url(local_path(path)):
+        raise errors.UnsupportedOperationError(
+            path, f"a local directory for {what}", "a URL (checkpoint directories on object stores are not supported yet)",
+            "use a local directory, and ks.save/ks.convert the model to the URL when done",
+        )
 
 
 def reads_urls(function):

@@ -16,7 +16,7 @@ import functools
 import json
 import pathlib
 
-from .. import _keras, api, storage
+from .. import _keras, api, remote, storage
 from .. import manifest as manifest_mod
 from ..formats import keras_zip
 from . import store
@@ -183,6 +183,7 @@ def Checkpoint(directory, *, save_freq="epoch", keep_last=3, keep_best=0, monito
         >>> cb.batches, cb.mode
         (10, 'min')
     """
+    remote.refuse_url(directory, "checkpoints")
     callback = _callback_class()()
     callback._setup(directory, save_freq, keep_last, keep_best, monitor, mode, async_write, save_weights_only, filename)
     return callback
@@ -202,5 +203,6 @@ def restore(directory, *, which="latest"):
         Traceback (most recent call last):
         kerasafe.errors.FileMissingError: /nonexistent: expected a directory holding committed checkpoints, ...
     """
+    remote.refuse_url(directory, "checkpoints")
     chosen = store.newest_intact(directory, which)
     return api.load(store.model_file(chosen), compile=True)

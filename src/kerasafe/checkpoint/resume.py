@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from .. import _keras, api, errors
+from .. import _keras, api, errors, remote
 from . import feed as feed_mod
 from . import store
 from .callback import Checkpoint
@@ -192,6 +192,7 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shu
     if x is None:
         raise errors.KerasafeError(None, "training data as x (arrays, a PyDataset, tf.data, grain, a DataLoader or a generator)",
                                    "x=None", "pass the data to train on")
+    remote.refuse_url(checkpoint_dir, "checkpoints")
     callbacks = list(callbacks or [])
     found = store.committed(checkpoint_dir)
     start_epoch, start_batch = initial_epoch, 0

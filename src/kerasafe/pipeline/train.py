@@ -16,7 +16,7 @@ import shutil
 
 import numpy as np
 
-from .. import _keras, api, errors
+from .. import _keras, api, errors, remote
 from .. import manifest as manifest_mod
 from ..checkpoint import store
 from . import reports, streaming
@@ -99,6 +99,7 @@ def train(dataset, out_dir, *, arch="auto", image_size=None, color="rgb", channe
     from its newest checkpoint and ends as an uninterrupted run would have. An error
     before the first checkpoint leaves no run folder behind (one that existed stays).
     """
+    remote.refuse_url(out_dir, "the run folder (--out)")
     out = pathlib.Path(out_dir)
     if out.exists() and not out.is_dir():
         raise errors.WrongKindOfPathError(out, "a folder for the run (--out)", "a file", "choose another --out; the file is left as it is")
