@@ -97,7 +97,7 @@ def test_what_goes_wrong_with_a_url_is_one_line_naming_the_url(call, error, word
     fsspec.filesystem("memory").pipe("memory://junk/m.keras", b"not a zip")
     with pytest.raises(error, match=words) as caught:
         call()
-    assert "\n" not in str(caught.value) and "kerasafe-remote-" not in str(caught.value)  # never our temporary copy
+    assert "\n" not in str(caught.value) and "kerasafe-tmp-" not in str(caught.value)  # never our temporary copy
 
 
 def test_without_the_extra_a_url_names_the_extra_to_install(tmp_path):
@@ -221,6 +221,6 @@ def test_a_save_killed_during_its_upload_leaves_the_previous_object_whole(s3):
     import glob
     import tempfile
 
-    left = [p for p in glob.glob(os.path.join(tempfile.gettempdir(), "kerasafe-remote-*"))
+    left = [p for p in glob.glob(os.path.join(tempfile.gettempdir(), ".kerasafe-remote.kerasafe-tmp-*"))
             if not os.path.exists(f"/proc/{p.split('-')[-2]}")]
     assert left == []

@@ -7,6 +7,7 @@ bytes and :mod:`kerasafe.storage` makes every write atomic.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import pathlib
 import warnings
@@ -172,8 +173,6 @@ def load(path, *, weights=None, compile=True, safe_mode=True, custom_objects=Non
     """
     path, weights = remote.local_path(path), remote.local_path(weights)
     if remote.is_url(path) or remote.is_url(weights):
-        import dataclasses
-
         with contextlib.ExitStack() as stack:
             local = stack.enter_context(remote.downloaded(path, storage_options)) if remote.is_url(path) else path
             local_weights = stack.enter_context(remote.downloaded(weights, storage_options)) if remote.is_url(weights) else weights

@@ -26,13 +26,13 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import os
+import functools
 import pathlib
 import shutil
 import tempfile
 from collections.abc import Iterator
 
-from . import errors
+from . import errors, storage
 
 # The extra that brings each scheme's fsspec implementation (pyproject.toml).
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure"}
@@ -81,19 +81,14 @@ def _store_error(url: str, action: str, exc: Exception) -> errors.KerasafeError:
                                 "check the URL, the endpoint and the credentials; nothing was changed there")
 
 
-def _scratch(kind: str) -> pathlib.Path:
-    """A private temporary directory named for this process; those of processes that died (SIGKILL) are removed."""
-    from .storage import _pid_alive
-
-    root = pathlib.Path(tempfile.gettempdir())
-    for old in root.glob("kerasafe-remote-*"):
-        try:
-            pid = int(old.name.split("-")[3])
-        except (IndexError, ValueError):
-            continue
-        if not _pid_alive(pid):
-            shutil.rmtree(old, ignore_errors=True)
-    return pathlib.Path(tempfile.mkdtemp(prefix=f"kerasafe-remote-{kind}-{os.getpid()}-"))
+def _scratch(url: str) -> pathlib.Path:
+    """A private temporary directory, named by :mod:`kerasafe.storage`'s convention for temporaries so that
+    those of processes killed mid-transfer are removed here next time; the path of ``url``'s copy in it."""
+    target = pathlib.Path(tempfile.gettempdir()) / "kerasafe-remote"
+    storage.remove_stale_temporaries(target)
+    scratch = storage.temporary_sibling(target)
+    scratch.mkdir(mode=0o700)
+    return scratch / (url.rstrip("/").rsplit("/", 1)[-1] or "object")
 
 
 @contextlib.contextmanager
@@ -103,16 +98,13 @@ def downloaded(url: str, storage_options: dict | None = None) -> Iterator[pathli
     Errors the formats raise name ``url``, not the temporary copy.
     """
     fs = filesystem(url, storage_options)
-    scratch = _scratch("get")
-    local = scratch / (url.rstrip("/").rsplit("/", 1)[-1] or "object")
+    local = _scratch(url)
     try:
         try:
             if fs.isdir(url):
                 fs.get(url.rstrip("/") + "/", str(local), recursive=True)
             else:
                 fs.get_file(url, str(local))
-        except errors.KerasafeError:
-            raise
         except Exception as exc:
             raise _store_error(url, "read", exc) from exc
         try:
@@ -120,7 +112,7 @@ def downloaded(url: str, storage_options: dict | None = None) -> Iterator[pathli
         except errors.KerasafeError as exc:
             raise exc.naming(local, url) from None
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(local.parent, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -132,8 +124,7 @@ def uploaded(url: str, storage_options: dict | None = None) -> Iterator[pathlib.
     objects, which no store can make visible in one step: refused.
     """
     fs = filesystem(url, storage_options)
-    scratch = _scratch("put")
-    local = scratch / (url.rstrip("/").rsplit("/", 1)[-1] or "object")
+    local = _scratch(url)
     try:
         try:
             yield local
@@ -141,15 +132,12 @@ def uploaded(url: str, storage_options: dict | None = None) -> Iterator[pathlib.
             raise exc.naming(local, url) from None
         if local.is_dir():
             refuse_directory(url)
-        parent = url.rstrip("/").rsplit("/", 1)[0]
         try:
-            if scheme(url) == "memory":
-                fs.makedirs(parent, exist_ok=True)
             fs.put_file(str(local), url)
         except Exception as exc:
             raise _store_error(url, "write", exc) from exc
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(local.parent, ignore_errors=True)
 
 
 def refuse_directory(url: str):
@@ -171,8 +159,6 @@ def refuse_url(path, what: str) -> None:
 
 def reads_urls(function):
     """Let ``function(path, ...)`` take a URL: it runs on a downloaded copy; a ``"path"`` in its dict result names the URL."""
-    import functools
-
     @functools.wraps(function)
     def wrapper(path, *args, storage_options=None, **kwargs):
         path = local_path(path)
