@@ -41,15 +41,18 @@ def tf_pipeline():
     return tf.data.Dataset.from_tensor_slices((x, y)).shuffle(64, seed=5).map(lambda a, b: (a * 2.0, b)).batch(16)
 
 
-def grain_pipeline(loader=False):
-    """grain: a shuffled MapDataset in batches, or grain's DataLoader over an index sampler."""
+def grain_pipeline(loader=False, iterable=False):
+    """grain: a shuffled MapDataset in batches, the same as an IterDataset, or grain's DataLoader over an index sampler."""
     import grain
 
     if loader:
         sampler = grain.samplers.IndexSampler(num_records=len(x), shuffle=True, seed=4, num_epochs=None)
         return grain.DataLoader(data_source=list(zip(x, y)), sampler=sampler, worker_count=0,
                                 operations=[grain.transforms.Batch(batch_size=16)])
-    return grain.MapDataset.source(list(zip(x, y))).shuffle(seed=4).batch(16, batch_fn=lambda pairs: tuple(np.stack(p) for p in zip(*pairs)))
+    shuffled = grain.MapDataset.source(list(zip(x, y))).shuffle(seed=4)
+    if iterable:
+        shuffled = shuffled.to_iter_dataset()
+    return shuffled.batch(16, batch_fn=lambda pairs: tuple(np.stack(p) for p in zip(*pairs)))
 
 
 def torch_loader(workers=0):
@@ -74,6 +77,7 @@ SOURCES = {
     "tf.data, shuffle and map": (tf_pipeline, {}),
     "tf.data, steps_per_epoch across passes": (tf_pipeline, dict(steps_per_epoch=3)),
     "grain MapDataset, shuffled": (grain_pipeline, {}),
+    "grain IterDataset, shuffled": (lambda: grain_pipeline(iterable=True), dict(steps_per_epoch=3)),
     "grain DataLoader, endless sampler": (lambda: grain_pipeline(loader=True), dict(steps_per_epoch=3)),
     "DataLoader, shuffled": (torch_loader, {}),
     "DataLoader, 2 workers, steps_per_epoch": (lambda: torch_loader(workers=2), dict(steps_per_epoch=3)),
