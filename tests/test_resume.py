@@ -16,17 +16,19 @@ from conftest import TESTS
 from kerasafe.checkpoint import store
 
 
-def _start(directory, out, save_freq, source):
+def _start(directory, out, save_freq, source, backend=None):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+    if backend:
+        env["KERAS_BACKEND"] = backend
     return subprocess.Popen(
         [sys.executable, str(TESTS / "fit_child.py"), str(directory), str(out), save_freq, source],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
 
 
-def _run_to_end(directory, out, save_freq, source) -> float:
+def _run_to_end(directory, out, save_freq, source, backend=None) -> float:
     """Run until done; return the seconds from 'ready' to 'done' (the training itself)."""
-    proc = _start(directory, out, save_freq, source)
+    proc = _start(directory, out, save_freq, source, backend)
     assert proc.stdout.readline().strip() == "ready"
     started = time.perf_counter()
     stdout, _ = proc.communicate(timeout=600)
@@ -39,16 +41,16 @@ def _newest(directory) -> int:
     return steps[-1] if steps else 0
 
 
-def killed_and_resumed_equals_straight(tmp_path, save_freq, source="arrays", kills_wanted=5):
+def killed_and_resumed_equals_straight(tmp_path, save_freq, source="arrays", kills_wanted=5, backend=None):
     """Run the script straight; run it again killed ``kills_wanted`` times at random moments, then to the end; compare."""
-    _run_to_end(tmp_path / "reference", tmp_path / "reference.npz", save_freq, source)
+    _run_to_end(tmp_path / "reference", tmp_path / "reference.npz", save_freq, source, backend)
     reference = np.load(tmp_path / "reference.npz")
 
     rng = random.Random(f"{save_freq}{source}")
     kills = 0
     resumed_from = []  # the newest committed step after each kill: the run must really resume
     for _ in range(4 * kills_wanted):
-        proc = _start(tmp_path / "resumed", tmp_path / "resumed.npz", save_freq, source)
+        proc = _start(tmp_path / "resumed", tmp_path / "resumed.npz", save_freq, source, backend)
         assert proc.stdout.readline().strip() == "ready"
         # Wait until this run has committed something new, then kill it a random moment
         # later: sometimes between checkpoints, sometimes in the middle of writing one.
@@ -67,7 +69,7 @@ def killed_and_resumed_equals_straight(tmp_path, save_freq, source="arrays", kil
     assert kills >= kills_wanted
     # Progress kept across kills: each kill came after a new commit.
     assert resumed_from == sorted(resumed_from) and len(set(resumed_from)) >= kills_wanted - 1, resumed_from
-    _run_to_end(tmp_path / "resumed", tmp_path / "resumed.npz", save_freq, source)
+    _run_to_end(tmp_path / "resumed", tmp_path / "resumed.npz", save_freq, source, backend)
     resumed = np.load(tmp_path / "resumed.npz")
     assert sorted(resumed.files) == sorted(reference.files)
     # Weights, and every metric Keras logged for every epoch (training metrics of epochs cut

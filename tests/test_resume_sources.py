@@ -14,3 +14,12 @@ SOURCES = ["arrays_split_weights", "pydataset", "tfdata", "grain", "dataloader",
 @pytest.mark.parametrize("source", SOURCES)
 def test_each_source_killed_five_times_ends_as_a_straight_run(tmp_path, source):
     killed_and_resumed_equals_straight(tmp_path, "25", source, kills_wanted=5)
+
+
+# The other backends, each with the source native to it: SIGKILLed children on TensorFlow and PyTorch
+# (every source on them is also resumed after in-process crashes: test_fit_sources.py).
+@pytest.mark.slow
+@pytest.mark.backend
+@pytest.mark.parametrize("backend,source", [("tensorflow", "tfdata"), ("torch", "dataloader")])
+def test_killed_five_times_on_the_other_backends(tmp_path, backend, source):
+    killed_and_resumed_equals_straight(tmp_path, "25", source, kills_wanted=5, backend=backend)
