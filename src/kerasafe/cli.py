@@ -90,6 +90,13 @@ def print_inspect(info: dict) -> None:
         where = f"{progress['batch']} batches into epoch {progress['epoch'] + 1}" if progress.get("batch") else f"epoch {progress['epoch']} done"
         value = f"; {progress['monitor']} {progress['value']:.4g}" if isinstance(progress.get("value"), int | float) else ""
         rows.insert(3, ("checkpoint", f"step {progress['step']}: {where}{value}"))
+    layout = info.get("layout")
+    if layout:  # a sharded checkpoint: the distribution it was written under
+        mesh = layout.get("mesh") or {}
+        shape = " x ".join(f"{n}={s}" for n, s in zip(mesh.get("axis_names", []), mesh.get("shape", []))) or "-"
+        split = sum(1 for v in layout.get("variables", []) if any(layout_axis is not None for layout_axis in (v.get("spec") or [])))
+        rows.insert(4, ("layout", f"{layout.get('distribution') or 'no distribution'}, {layout.get('processes')} process(es), "
+                                  f"{layout.get('devices')} devices, mesh {shape}; {split} of {len(layout.get('variables', []))} variables split"))
     head = Table(show_header=False, box=None, pad_edge=False)
     head.add_column(style="bold")
     head.add_column()
@@ -108,6 +115,15 @@ def print_inspect(info: dict) -> None:
                 str(tuple(shape)) if shape is not None else "?",
                 f"{layer['params']:,}" if layer.get("params") is not None else "?",
             )
+        out.print(table)
+    if layout and layout.get("variables"):
+        table = Table(title="variables (partition spec over the mesh axes)")
+        for col in ("variable", "shape", "dtype", "spec"):
+            table.add_column(col)
+        for v in layout["variables"]:
+            spec = v.get("spec")
+            table.add_row(str(v.get("path")), str(tuple(v.get("shape") or ())), str(v.get("dtype")),
+                          "(" + ", ".join(str(a) for a in spec) + ")" if spec is not None else "-")
         out.print(table)
 
 

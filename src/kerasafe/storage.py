@@ -368,18 +368,27 @@ def atomic_directory(target) -> Iterator[pathlib.Path]:
     tmp = temporary_sibling(target)
     try:
         yield tmp
-        fsync_tree(tmp)
-        if not target.exists():
-            os.rename(tmp, target)
-        elif _exchange(tmp, target):
-            shutil.rmtree(tmp)  # tmp now holds the old directory
-        else:
-            old = temporary_sibling(target)
-            os.rename(target, old)
-            os.rename(tmp, target)
-            shutil.rmtree(old)
+        move_directory_into_place(tmp, target)
     except BaseException:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def move_directory_into_place(tmp: pathlib.Path, target: pathlib.Path) -> None:
+    """Make the finished directory ``tmp`` appear as ``target`` in one step, durably.
+
+    An existing ``target`` is swapped out atomically where the kernel allows it, and only
+    deleted once the new one is in place.
+    """
+    fsync_tree(tmp)
+    if not target.exists():
+        os.rename(tmp, target)
+    elif _exchange(tmp, target):
+        shutil.rmtree(tmp)  # tmp now holds the old directory
+    else:
+        old = temporary_sibling(target)
+        os.rename(target, old)
+        os.rename(tmp, target)
+        shutil.rmtree(old)
     fsync_dir(target.parent)

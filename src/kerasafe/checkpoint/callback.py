@@ -16,10 +16,10 @@ import functools
 import json
 import pathlib
 
-from .. import _keras, api, remote, storage
+from .. import _keras, api, distributed, remote, storage
 from .. import manifest as manifest_mod
-from ..formats import keras_zip
-from . import store
+from ..formats import keras_zip, sharded
+from . import sharded_commit, store
 from .policy import Retention, parse_save_freq, resolve_mode
 from .writer import BackgroundWriter
 
@@ -60,8 +60,11 @@ class _CheckpointMixin:
         self._batch_offset = batches_done
 
     def on_train_begin(self, logs=None):
-        self._lock.acquire()
-        store.clean(self.directory)
+        # Under a distribution every process runs this callback; process 0 alone owns the
+        # directory (lock, clean-up, commit, retention), the others write their shards into it.
+        if distributed.is_primary():
+            self._lock.acquire()
+            store.clean(self.directory)
         if self._global_batch is None:  # a later fit call (ks.fit makes several) keeps counting
             self._global_batch = store.batches_done(store.committed(self.directory))
 
@@ -117,12 +120,19 @@ class _CheckpointMixin:
             state["extra"], files = self.extra_state(epoch, batch)
         manifest = manifest_mod.build(model)
         manifest["checkpoint"] = json.loads(json.dumps(state))  # a copy: history keeps growing
-        # The only part training waits for: weights and optimizer variables copied to host memory.
-        snap = keras_zip.snapshot(model, manifest, include_optimizer=True, reuse=self._written)
-        self._written = None
         marker = {"epoch": epoch, "batch": batch, "global_batch": self._global_batch,
                   "monitor": self.monitor, "value": value, "mode": self.mode}
-        job = functools.partial(self._write, snap, step, marker, files)
+        # The only part training waits for: weights and optimizer variables copied to host memory
+        # (under a distribution: the shards this process writes, each distinct shard in one process).
+        if distributed.is_distributed(model):
+            reuse = self._written if isinstance(self._written, sharded.Part) else None
+            snap = sharded.snapshot(model, manifest, reuse=reuse)
+            job = functools.partial(self._write_sharded, snap, step, marker, files)
+        else:
+            reuse = self._written if isinstance(self._written, keras_zip.Snapshot) else None
+            snap = keras_zip.snapshot(model, manifest, include_optimizer=True, reuse=reuse)
+            job = functools.partial(self._write, snap, step, marker, files)
+        self._written = None
         if self.async_write:
             self._writer.submit(job, f"checkpoint {step}")
         else:
@@ -141,6 +151,16 @@ class _CheckpointMixin:
         finally:
             tmp.unlink(missing_ok=True)
         self._written = snap  # read only after the writer is waited for, so never while in use
+        self._apply_retention()
+
+    def _write_sharded(self, part, step: int, marker: dict, files: dict[str, bytes]) -> None:
+        """Write this process's shards; process 0 also waits for the others, commits and applies retention."""
+        committed = sharded_commit.write(self.directory, step, part, files, marker, processes=distributed.process_count())
+        self._written = part
+        if committed is not None:
+            self._apply_retention()
+
+    def _apply_retention(self) -> None:
         # Deletion only after the new checkpoint is committed.
         found = store.committed(self.directory)
         doomed = set(self.retention.to_delete([(c.step, c.marker.get("value")) for c in found]))

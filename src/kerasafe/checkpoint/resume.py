@@ -24,7 +24,7 @@ import warnings
 
 import numpy as np
 
-from .. import _keras, api, errors, remote
+from .. import _keras, api, distributed, errors, remote
 from . import feed as feed_mod
 from . import store
 from .callback import Checkpoint
@@ -53,12 +53,14 @@ def _capture(model, callbacks, seed) -> dict:
         "seed": seed,
         "python_random": [py_state[0], list(py_state[1]), py_state[2]],
         "numpy_random": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
-        "seed_generators": [np.asarray(_keras.to_numpy(v)).tolist() for v in _seed_variables(model)],
+        # distributed.host_value: under a multi-process distribution these replicated values have no
+        # whole copy addressable as one array, only a local one.
+        "seed_generators": [distributed.host_value(v.value).tolist() for v in _seed_variables(model)],
         "global_seed_generator": global_gen,
         "framework_random": _keras.framework_random_state(),
         # Running sums of the epoch's training metrics: after a restart mid-epoch they are put
         # back so the epoch's logged loss covers all its batches, as without the restart.
-        "metrics": [np.asarray(_keras.to_numpy(v)).tolist() for v in model.metrics_variables],
+        "metrics": [distributed.host_value(v.value).tolist() for v in model.metrics_variables],
         "callbacks": _callback_state(callbacks),
     }
 
@@ -252,8 +254,11 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shu
             # step it is on, and batches read ahead by one call would be lost to the next.
             checkpoint.on_resume = on_resume
             batches = first_batches if skip and first_batches is not None else feed.batches(first, skip, end)
-            result = model.fit(batches, steps_per_epoch=steps, epochs=end,
-                               initial_epoch=first, callbacks=fit_callbacks, shuffle=False, **fit_kwargs)
+            if distributed.process_count() > 1:  # each process feeds its rows of the global batch
+                batches = distributed.local_batches(batches)
+            with distributed.feeding_own_slices():
+                result = model.fit(batches, steps_per_epoch=steps, epochs=end,
+                                   initial_epoch=first, callbacks=fit_callbacks, shuffle=False, **fit_kwargs)
             if model.stop_training:  # EarlyStopping (or the user) ended the run
                 break
             # Keras resets stateful callbacks at each fit call: the next one continues from here.

@@ -113,7 +113,10 @@ MODEL_FILES = ("model.keras", "model.weights.h5")
 
 
 def model_file(checkpoint: Committed) -> pathlib.Path:
-    """The model or weights file of a committed checkpoint (the one its marker lists)."""
+    """The model or weights file of a committed checkpoint (the one its marker lists); a sharded
+    checkpoint is its directory."""
+    if checkpoint.marker.get("sharded"):
+        return checkpoint.path
     files = checkpoint.marker.get("files", {})
     return checkpoint.path / next((name for name in MODEL_FILES if name in files), MODEL_FILES[0])
 
@@ -124,6 +127,11 @@ def read_manifest(checkpoint: Committed) -> dict:
     from ..formats.keras_zip import open_archive, read_manifest as read_member
 
     path = model_file(checkpoint)
+    if checkpoint.marker.get("sharded"):
+        from ..formats import sharded
+
+        layout = sharded.read_layout(path)
+        return {k: v for k, v in layout.items() if k not in ("format", "architecture", "layout")}
     if path.suffix == ".h5":
         with _hdf5.open_h5(path, expected="a checkpoint's weights file") as f:
             return _hdf5.read_manifest(f, path) or {}
@@ -157,13 +165,16 @@ def delete(checkpoint: Committed) -> None:
 
 
 def clean(directory) -> None:
-    """Remove what killed writers left: temporaries of dead processes and marker-less checkpoints."""
+    """Remove what killed writers left: temporaries of dead processes, marker-less checkpoints and
+    the partial directories of sharded checkpoints never committed (called before any process writes)."""
+    from .sharded_commit import is_partial
+
     directory = pathlib.Path(directory)
     if not directory.is_dir():
         return
     storage.remove_stale_temporaries_in(directory)
     for entry in directory.iterdir():
-        if _NAME.match(entry.name) and entry.is_dir() and not (entry / MARKER).exists():
+        if _NAME.match(entry.name) and entry.is_dir() and not (entry / MARKER).exists() or is_partial(entry):
             shutil.rmtree(entry, ignore_errors=True)
 
 

@@ -24,6 +24,7 @@ from .hdf5_weights import Keras3WeightsFormat, LegacyWeightsFormat
 from .keras_zip import KerasZipFormat
 from .safetensors_format import SafetensorsFormat
 from .savedmodel import SavedModelFormat
+from .sharded import ShardedCheckpointFormat
 from .tf_checkpoint import TFCheckpointFormat, resolve_prefix
 
 KERAS = KerasZipFormat()
@@ -35,9 +36,10 @@ JSON = JsonFormat()
 YAML = YamlFormat()
 SAVEDMODEL = SavedModelFormat()
 TF_CHECKPOINT = TFCheckpointFormat()
+SHARDED = ShardedCheckpointFormat()
 
 # Order matters for detection: the cheapest and most specific checks first.
-FORMATS: tuple[Format, ...] = (KERAS, H5, LEGACY_WEIGHTS_H5, WEIGHTS_H5, SAFETENSORS, JSON, YAML, SAVEDMODEL, TF_CHECKPOINT)
+FORMATS: tuple[Format, ...] = (KERAS, H5, LEGACY_WEIGHTS_H5, WEIGHTS_H5, SAFETENSORS, JSON, YAML, SAVEDMODEL, TF_CHECKPOINT, SHARDED)
 BY_NAME = {f.name: f for f in FORMATS}
 _HEAD = 4096
 
@@ -60,6 +62,11 @@ def locate(path, expected: str) -> tuple[pathlib.Path, Format]:
     if prefix is not None:
         return prefix, TF_CHECKPOINT
     p = storage.existing_path(path, expected)
+    if p.is_dir():
+        from ..checkpoint import store
+
+        if store.committed(p):  # a checkpoint directory stands for its newest intact checkpoint
+            p = store.model_file(store.newest_intact(p))
     return p, detect(p)
 
 
@@ -67,10 +74,11 @@ def detect(path: pathlib.Path) -> Format:
     """The format of the file or directory at ``path``, judged by its content."""
     path = pathlib.Path(path)
     if path.is_dir():
-        if SAVEDMODEL.recognise(path, b""):
-            return SAVEDMODEL
+        for fmt in (SAVEDMODEL, SHARDED):
+            if fmt.recognise(path, b""):
+                return fmt
         raise errors.UnrecognizedFormatError(
-            path, "a model file, or a SavedModel directory (with saved_model.pb)",
+            path, "a model file, a SavedModel directory (with saved_model.pb) or a checkpoint directory",
             f"a directory holding {sorted(p.name for p in path.iterdir())[:5]}",
             "pass the model file inside it",
         )
