@@ -86,6 +86,11 @@ if job["action"] == "fit":
            save_freq=job.get("save_freq", "epoch"), seed=11, verbose=0)
 else:
     model = ks.restore(job["dir"])
+    from kerasafe.formats import sharded
+
+    if process == 0 or job.get("report_reads"):
+        with open(job["out"] + f".read-{process}", "w") as f:
+            f.write(str(sharded.fill.bytes_read))
 variables = model.weights + model.optimizer.variables
 values = [whole(v.value) for v in variables]
 if process == 0 and job.get("out"):

@@ -161,6 +161,7 @@ class _Saved:
         self.by_variable: dict[int, list[dict]] = {}
         self._headers: dict[str, tuple[dict, int]] = {}
         self._cache: dict[tuple[str, str], np.ndarray] = {}
+        self.bytes_read = 0  # shard bytes this process read: only those overlapping its devices' parts
         for p in range(processes):
             marker_path = self.path / done_file(p)
             if not marker_path.is_file():
@@ -183,6 +184,7 @@ class _Saved:
             hasher = storage.new_hasher()
             with open(file, "rb") as f:
                 array = _read_tensor(f.fileno(), header[row["key"]], start, file, row["key"], hasher)
+            self.bytes_read += array.nbytes
             if storage.digest(hasher) != row["hash"]:
                 raise errors.HashMismatchError(file, f"shard '{row['key']}' with hash {row['hash']}", "other bytes",
                                                "the checkpoint is damaged; restore an earlier step (ks.restore(dir, which=STEP))")
@@ -220,7 +222,10 @@ class _Saved:
 
 
 def fill(model, path: pathlib.Path, layout: dict | None = None) -> dict:
-    """Assign a sharded checkpoint's weights (and optimizer state, when the model has an optimizer) to ``model``."""
+    """Assign a sharded checkpoint's weights (and optimizer state, when the model has an optimizer) to ``model``.
+
+    Returns the checkpoint's model.json; ``fill.bytes_read`` is then how many shard bytes this process read.
+    """
     path = pathlib.Path(path)
     layout = layout or read_layout(path)
     saved_rows = layout["layout"]["variables"]
@@ -249,6 +254,7 @@ def fill(model, path: pathlib.Path, layout: dict | None = None) -> dict:
         variable.assign(value)
         saved.drop_cache()
     _keras.finalize_loaded_state(model)
+    fill.bytes_read = saved.bytes_read
     return layout
 
 
