@@ -84,6 +84,19 @@ if job["action"] == "fit":
     x, y = data()
     ks.fit(model, x, y, checkpoint_dir=job["dir"], epochs=job["epochs"], batch_size=job.get("batch_size", 32),
            save_freq=job.get("save_freq", "epoch"), seed=11, verbose=0)
+elif job["action"] == "callback":  # model.fit with ks.Checkpoint as a plain Keras callback, each process its rows
+    model = build()
+    x, y = data()
+    if count > 1:
+        dist.auto_shard_dataset = False
+    rows = len(x) // count
+    try:
+        model.fit(x[process * rows:(process + 1) * rows], y[process * rows:(process + 1) * rows], epochs=job["epochs"],
+                  batch_size=job.get("batch_size", 32) // count, shuffle=False, verbose=0,
+                  callbacks=[ks.Checkpoint(job["dir"], filename=job.get("filename"))])
+    except ks.errors.KerasafeError as exc:
+        print(f"error: {exc}", flush=True)
+        sys.exit(3)
 else:
     model = ks.restore(job["dir"])
     from kerasafe.formats import sharded

@@ -237,6 +237,22 @@ def test_exact_resume_under_data_parallel_processes(tmp_path):
     assert_same(dumped(tmp_path / "straight.npz"), dumped(tmp_path / "mid.npz"))
 
 
+def test_checkpoint_callback_in_model_fit_of_two_processes(tmp_path):
+    """ks.Checkpoint as a plain callback of model.fit in each process; filename= exports refused there in one line."""
+    job = {"devices": 1, "layout": "mp", "model_axis": 2, "action": "callback", "epochs": 2}
+    run(dict(job, dir=str(tmp_path / "ck"), out=str(tmp_path / "trained.npz")), 2)
+    assert [c.step for c in store.committed(tmp_path / "ck")] == [1, 2]
+    model = ks.restore(tmp_path / "ck")
+    assert_same(dumped(tmp_path / "trained.npz"), [np.asarray(v.value) for v in model.weights + model.optimizer.variables])
+    children = _start(dict(job, dir=str(tmp_path / "exports"), filename="m-{epoch}.keras", out=None), 2)
+    outputs = [c.communicate(timeout=240)[0] for c in children]
+    for child, out in zip(children, outputs):
+        assert child.returncode == 3, out[-2000:]
+        line = next(line for line in out.splitlines() if line.startswith("error: "))
+        assert "UnsupportedOperation" not in line and "filename=" in line and "2 processes" in line
+    assert not list((tmp_path / "exports").glob("m-*.keras"))
+
+
 @pytest.mark.slow
 def test_killing_one_process_mid_write_leaves_the_previous_checkpoint(tmp_path):
     """SIGKILL one of two processes (at random) the moment a checkpoint's partial directory appears, then

@@ -16,7 +16,7 @@ import functools
 import json
 import pathlib
 
-from .. import _keras, api, distributed, remote, storage
+from .. import _keras, api, distributed, errors, remote, storage
 from .. import manifest as manifest_mod
 from ..formats import keras_zip, sharded
 from . import sharded_commit, store
@@ -170,6 +170,10 @@ class _CheckpointMixin:
 
     def _export(self, epoch: int, logs: dict) -> None:
         """The tutorials' ModelCheckpoint files (``filename`` pattern), written atomically."""
+        if distributed.process_count() > 1:
+            raise errors.UnsupportedOperationError(
+                self.directory, "one process to export filename= files", f"{distributed.process_count()} processes (each would write the same file)",
+                "drop filename= under several processes; convert a checkpoint afterwards: kerasafe convert CKPT_DIR model.keras")
         name = self.filename.format(epoch=epoch, **logs)
         target = self.directory / name
         if self.save_weights_only:
