@@ -85,11 +85,8 @@ def test_file_urls_are_local_paths(tmp_path):
     (lambda: ks.save(_model(), "memory://dirs/savedmodel"), errors.UnsupportedOperationError, "single-file format"),
     (lambda: ks.load("nosuchscheme://b/m.keras"), errors.KerasafeError, "scheme"),
     (lambda: ks.load("memory://junk/m.keras"), errors.CorruptFileError, "memory://junk/m.keras"),
-    # Checkpoint directories on a store are not supported yet: refused, never a local folder named "memory:".
-    (lambda: ks.Checkpoint("memory://ckpt"), errors.UnsupportedOperationError, "local directory"),
-    (lambda: ks.restore("s3://bucket/ckpt"), errors.UnsupportedOperationError, "local directory"),
-    (lambda: ks.fit(_model(), np.ones((4, 4)), np.ones((4, 3)), checkpoint_dir="memory://ckpt"),
-     errors.UnsupportedOperationError, "local directory"),
+    (lambda: ks.restore("memory://nothing/here"), errors.FileMissingError, "memory://nothing/here.*committed checkpoints"),
+    (lambda: ks.restore("memory://junk", which=7), errors.FileMissingError, "memory://junk"),
 ])
 def test_what_goes_wrong_with_a_url_is_one_line_naming_the_url(call, error, words):
     import fsspec
@@ -224,3 +221,131 @@ def test_a_save_killed_during_its_upload_leaves_the_previous_object_whole(s3):
     left = [p for p in glob.glob(os.path.join(tempfile.gettempdir(), ".kerasafe-remote.kerasafe-tmp-*"))
             if not os.path.exists(f"/proc/{p.split('-')[-2]}")]
     assert left == []
+
+
+# ---- checkpoint directories on a store ----
+
+def _fit_model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dropout(0.2),
+                              keras.layers.Dense(1)])
+    model.compile("adam", "mse")
+    return model
+
+
+def _data():
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    return x, x.sum(axis=1, keepdims=True)
+
+
+def _committed(url):
+    from kerasafe.checkpoint import places
+
+    return [c.step for c in places.at(url).committed()]
+
+
+@pytest.mark.parametrize("base", ["memory://runs", "s3://models/runs"])
+def test_ks_fit_on_a_store_resumes_as_on_disk(request, base):
+    """ks.fit with checkpoint_dir=URL: stopped after each epoch and resumed equals straight; retention on the store."""
+    if base.startswith("s3"):
+        request.getfixturevalue("s3")
+    x, y = _data()
+    straight = _fit_model()
+    ks.fit(straight, x, y, checkpoint_dir=f"{base}/straight", epochs=3, batch_size=8, seed=1, verbose=0, keep_last=2)
+    assert _committed(f"{base}/straight") == [2, 3]
+    for epochs in (1, 2, 3):
+        resumed = _fit_model()
+        ks.fit(resumed, x, y, checkpoint_dir=f"{base}/resumed", epochs=epochs, batch_size=8, seed=1, verbose=0)
+    _same(resumed, straight)
+    restored = ks.restore(f"{base}/straight")
+    _same(restored, straight)
+    assert restored.kerasafe.manifest["checkpoint"]["epoch"] == 3
+    assert restored.kerasafe.path == f"{base}/straight/ckpt-00000003/model.keras"
+    assert ks.restore(f"{base}/straight", which=2).kerasafe.manifest["checkpoint"]["epoch"] == 2
+
+
+def test_model_fit_with_a_checkpoint_callback_on_a_store():
+    import fsspec
+
+    x, y = _data()
+    model = _fit_model()
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0,
+              callbacks=[ks.Checkpoint("memory://cb/run", save_weights_only=True, filename="w-{epoch}.weights.h5")])
+    assert _committed("memory://cb/run") == [1, 2]
+    assert fsspec.filesystem("memory").exists("memory://cb/run/w-2.weights.h5")
+    _same(ks.restore("memory://cb/run"), model)
+
+
+def test_a_killed_upload_on_a_store_is_invisible_and_cleaned_and_damage_falls_back():
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    x, y = _data()
+    model = _fit_model()
+    ks.fit(model, x, y, checkpoint_dir="memory://killed/run", epochs=2, batch_size=8, seed=1, verbose=0)
+    # What a run killed mid-upload leaves: a checkpoint's files without its COMMIT object.
+    fs.pipe("memory://killed/run/ckpt-00000009/model.keras", b"half an upload")
+    assert _committed("memory://killed/run") == [1, 2]
+    assert ks.restore("memory://killed/run").kerasafe.manifest["checkpoint"]["epoch"] == 2
+    ks.fit(_fit_model(), x, y, checkpoint_dir="memory://killed/run", epochs=3, batch_size=8, seed=1, verbose=0)
+    assert not fs.exists("memory://killed/run/ckpt-00000009")  # removed when the next run started
+    assert _committed("memory://killed/run") == [1, 2, 3]
+    # A damaged newest checkpoint: restore warns and uses the previous one.
+    data = bytearray(fs.cat_file("memory://killed/run/ckpt-00000003/model.keras"))
+    data[len(data) // 2] ^= 0xFF
+    fs.pipe("memory://killed/run/ckpt-00000003/model.keras", bytes(data))
+    with pytest.warns(UserWarning, match="damaged"):
+        assert ks.restore("memory://killed/run").kerasafe.manifest["checkpoint"]["epoch"] == 2
+
+
+def test_stale_multipart_uploads_are_aborted_by_the_next_save(s3):
+    """What a save killed mid-upload leaves on S3 (an open multipart upload, billed until aborted) is aborted
+    by the next save to that key and by the next run on a checkpoint prefix; other keys' uploads are left alone."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem()
+
+    def open_uploads(prefix):
+        return [u["Key"] for u in fs.list_multipart_uploads("models") if u["Key"].startswith(prefix)]
+
+    for key in ("mpu/m.keras", "mpu/other.keras", "mpu-run/ckpt-00000001/model.keras"):
+        fs.call_s3("create_multipart_upload", Bucket="models", Key=key)
+    assert open_uploads("mpu/m.keras") == ["mpu/m.keras"]
+    ks.save(_model(), "s3://models/mpu/m.keras")
+    assert open_uploads("mpu/m.keras") == []
+    assert open_uploads("mpu/other.keras") == ["mpu/other.keras"]
+    x, y = _data()
+    ks.fit(_fit_model(), x, y, checkpoint_dir="s3://models/mpu-run", epochs=1, batch_size=8, seed=1, verbose=0)
+    assert open_uploads("mpu-run/") == []
+    assert open_uploads("mpu/other.keras") == ["mpu/other.keras"]
+
+
+@pytest.mark.slow
+def test_ks_fit_on_s3_killed_at_random_moments_ends_as_a_straight_run(s3, tmp_path):
+    """SIGKILL 3 times while training into s3:// (checkpoints every 25 batches, uploads in flight), then to the end: bitwise."""
+    from test_resume import killed_and_resumed_equals_straight
+
+    killed_and_resumed_equals_straight(tmp_path, "25", kills_wanted=3, base="s3://models/killed-runs")
+
+
+def test_the_train_command_with_a_run_folder_on_s3(s3, tmp_path):
+    """`kerasafe train --out s3://...`: checkpoints on the store as they commit, the other files uploaded at the end;
+    --resume continues from the checkpoints there."""
+    url = "s3://models/train-run"
+    first = run_cli("train", "digits", "--out", url, "--epochs", "1", "--quiet")
+    assert first.returncode == 0, first.stderr
+    assert _committed(f"{url}/checkpoints") == [1]
+    again = run_cli("train", "digits", "--out", url, "--epochs", "2", "--quiet")
+    assert again.returncode != 0 and "--resume" in again.stderr and "Traceback" not in again.stderr
+    resumed = run_cli("train", "digits", "--out", url, "--epochs", "2", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{url}/model.keras" in resumed.stdout
+    assert _committed(f"{url}/checkpoints")[-1] == 2
+    import s3fs
+
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    assert {"model.keras", "history.csv", "plot.png", "report.txt", "checkpoints"} <= {k.rsplit("/", 1)[-1] for k in fs.ls("models/train-run")}
+    model = ks.load(f"{url}/model.keras")
+    assert len(model.kerasafe.labels) == 10
+    assert len(fs.cat_file("models/train-run/history.csv").decode().strip().splitlines()) == 3  # header + 2 epochs

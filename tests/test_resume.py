@@ -37,39 +37,54 @@ def _run_to_end(directory, out, save_freq, source, backend=None) -> float:
 
 
 def _newest(directory) -> int:
+    if isinstance(directory, str):  # on a store: one listing request (the poll must be quick)
+        import fsspec
+
+        fs = fsspec.filesystem(directory.split("://")[0])
+        fs.invalidate_cache()
+        try:
+            keys = fs.find(directory)
+        except FileNotFoundError:
+            return 0
+        steps = [int(k.split("/")[-2][5:]) for k in keys if k.endswith("/COMMIT") and k.split("/")[-2].startswith("ckpt-")]
+        return max(steps, default=0)
     steps = [c.step for c in store.committed(directory)]
     return steps[-1] if steps else 0
 
 
-def killed_and_resumed_equals_straight(tmp_path, save_freq, source="arrays", kills_wanted=5, backend=None):
-    """Run the script straight; run it again killed ``kills_wanted`` times at random moments, then to the end; compare."""
-    _run_to_end(tmp_path / "reference", tmp_path / "reference.npz", save_freq, source, backend)
+def killed_and_resumed_equals_straight(tmp_path, save_freq, source="arrays", kills_wanted=5, backend=None, base=None):
+    """Run the script straight; run it again killed ``kills_wanted`` times at random moments, then to the end; compare.
+
+    ``base``: where the checkpoint directories go (an object-store URL), else ``tmp_path``.
+    """
+    where = {name: f"{base}/{name}" if base else tmp_path / name for name in ("reference", "resumed")}
+    _run_to_end(where["reference"], tmp_path / "reference.npz", save_freq, source, backend)
     reference = np.load(tmp_path / "reference.npz")
 
     rng = random.Random(f"{save_freq}{source}")
     kills = 0
     resumed_from = []  # the newest committed step after each kill: the run must really resume
     for _ in range(4 * kills_wanted):
-        proc = _start(tmp_path / "resumed", tmp_path / "resumed.npz", save_freq, source, backend)
+        proc = _start(where["resumed"], tmp_path / "resumed.npz", save_freq, source, backend)
         assert proc.stdout.readline().strip() == "ready"
         # Wait until this run has committed something new, then kill it a random moment
         # later: sometimes between checkpoints, sometimes in the middle of writing one.
-        baseline = _newest(tmp_path / "resumed")
+        baseline = _newest(where["resumed"])
         deadline = time.monotonic() + 120
-        while proc.poll() is None and _newest(tmp_path / "resumed") <= baseline and time.monotonic() < deadline:
+        while proc.poll() is None and _newest(where["resumed"]) <= baseline and time.monotonic() < deadline:
             time.sleep(0.005)
         time.sleep(rng.uniform(0.0, 0.25))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             kills += 1
-            resumed_from.append(_newest(tmp_path / "resumed"))
+            resumed_from.append(_newest(where["resumed"]))
         if kills >= kills_wanted:
             break
     assert kills >= kills_wanted
     # Progress kept across kills: each kill came after a new commit.
     assert resumed_from == sorted(resumed_from) and len(set(resumed_from)) >= kills_wanted - 1, resumed_from
-    _run_to_end(tmp_path / "resumed", tmp_path / "resumed.npz", save_freq, source, backend)
+    _run_to_end(where["resumed"], tmp_path / "resumed.npz", save_freq, source, backend)
     resumed = np.load(tmp_path / "resumed.npz")
     assert sorted(resumed.files) == sorted(reference.files)
     # Weights, and every metric Keras logged for every epoch (training metrics of epochs cut

@@ -258,9 +258,8 @@ def cmd_train(args) -> int:
             table.add_row("test accuracy", f"{result.test_accuracy:.4f}")
         table.add_row("classes", ", ".join(result.dataset.labels))
         table.add_row("samples (train/val/test)", f"{len(result.dataset.y_train)}/{len(result.dataset.y_val)}/{len(result.dataset.y_test)}")
-        for name in ("model.keras", "history.csv", "plot.png", "report.txt", "checkpoints"):
-            if (result.out_dir / name).exists():
-                table.add_row(name, str(result.out_dir / name))
+        for name in result.written:
+            table.add_row(name, f"{result.out_dir}/{name}")
         out.print(table)
     return 0
 

@@ -132,12 +132,43 @@ def uploaded(url: str, storage_options: dict | None = None) -> Iterator[pathlib.
             raise exc.naming(local, url) from None
         if local.is_dir():
             refuse_directory(url)
-        try:
-            fs.put_file(str(local), url)
-        except Exception as exc:
-            raise _store_error(url, "write", exc) from exc
+        put_file(local, url, storage_options)
     finally:
         shutil.rmtree(local.parent, ignore_errors=True)
+
+
+def put_file(local, url: str, storage_options: dict | None = None) -> None:
+    """Upload the finished local file ``local`` as the object ``url``: visible only once whole
+    (one PUT or one multipart upload, completed last); stale uploads to that key aborted first."""
+    fs = filesystem(url, storage_options)
+    try:
+        abort_stale_uploads(fs, url)
+        fs.put_file(str(local), url)
+    except Exception as exc:
+        raise _store_error(url, "write", exc) from exc
+
+
+def abort_stale_uploads(fs, url: str, *, under: bool = False) -> int:
+    """Abort the unfinished multipart uploads to ``url`` (or, ``under=True``, to any key below it); return how many.
+
+    A save killed mid-upload leaves its multipart upload open: invisible, but S3 keeps (and bills)
+    its parts until it is aborted or a lifecycle rule removes it. The next save to the same key
+    aborts it. (A save to the same key running at this moment in another process would be
+    aborted too and fail with an error; the object stays whole either way.) Stores without
+    multipart uploads have nothing to abort.
+    """
+    lister = getattr(fs, "list_multipart_uploads", None)
+    if lister is None:
+        return 0
+    bucket, _, key = fs._strip_protocol(url).partition("/")
+    prefix = key.rstrip("/") + "/"
+    aborted = 0
+    for upload in lister(bucket):
+        found = upload.get("Key", "")
+        if found == key or under and found.startswith(prefix):
+            fs.abort_mpu(bucket, found, upload["UploadId"])
+            aborted += 1
+    return aborted
 
 
 def refuse_directory(url: str):

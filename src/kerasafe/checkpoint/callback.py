@@ -12,14 +12,17 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import pathlib
+import shutil
+import tempfile
 
-from .. import _keras, api, distributed, errors, remote, storage
+from .. import _keras, api, distributed, errors, storage
 from .. import manifest as manifest_mod
 from ..formats import keras_zip, sharded
-from . import sharded_commit, store
+from . import places, sharded_commit, store
 from .policy import Retention, parse_save_freq, resolve_mode
 from .writer import BackgroundWriter
 
@@ -31,18 +34,23 @@ def _callback_class():
 
 
 class _CheckpointMixin:
-    def _setup(self, directory, save_freq, keep_last, keep_best, monitor, mode, async_write, save_weights_only, filename):
-        self.directory = pathlib.Path(directory)
+    def _setup(self, directory, save_freq, keep_last, keep_best, monitor, mode, async_write, save_weights_only, filename,
+               storage_options=None):
+        # Where checkpoints are kept (a local directory or an object-store URL), and the local
+        # directory they are written in: the same directory, or for a URL a staging one, made
+        # when training begins, from which each commit is uploaded.
+        self.place = places.at(directory, storage_options)
+        self.directory = None if self.place.is_remote else pathlib.Path(directory)
         self.batches = parse_save_freq(save_freq)
         self.monitor = monitor
         self.mode = resolve_mode(mode, monitor)
         self.retention = Retention(keep_last=keep_last, keep_best=keep_best, mode=self.mode)
         self.async_write = async_write
-        self._writer = BackgroundWriter(self.directory)
+        self._writer = BackgroundWriter(self.place.name)
         self._written = None  # the last snapshot, once written: its arrays are refilled next time
         self.save_weights_only = save_weights_only
         self.filename = filename
-        self._lock = store.DirectoryLock(self.directory)
+        self._lock = None if self.place.is_remote else store.DirectoryLock(self.directory)
         self._history: dict[str, list[float]] = {}
         self._epoch = 0
         self._global_batch = None  # batches trained under this callback: read from the directory at the first fit
@@ -62,11 +70,22 @@ class _CheckpointMixin:
     def on_train_begin(self, logs=None):
         # Under a distribution every process runs this callback; process 0 alone owns the
         # directory (lock, clean-up, commit, retention), the others write their shards into it.
+        if self.place.is_remote:
+            if distributed.process_count() > 1:
+                raise errors.UnsupportedOperationError(
+                    self.place.name, "a directory all processes share for a multi-process checkpoint",
+                    "an object-store URL (each process would have to upload its part: not supported yet)",
+                    "checkpoint to a shared filesystem, then upload: kerasafe convert CKPT_DIR s3://.../model.keras")
+            if self.directory is None:
+                storage.remove_stale_temporaries(pathlib.Path(tempfile.gettempdir()) / "kerasafe-staging")  # killed runs'
+                self.directory = storage.temporary_sibling(pathlib.Path(tempfile.gettempdir()) / "kerasafe-staging")
+                self.directory.mkdir(mode=0o700)
         if distributed.is_primary():
-            self._lock.acquire()
-            store.clean(self.directory)
+            if self._lock is not None:
+                self._lock.acquire()
+            self.place.clean()
         if self._global_batch is None:  # a later fit call (ks.fit makes several) keeps counting
-            self._global_batch = store.batches_done(store.committed(self.directory))
+            self._global_batch = store.batches_done(self.place.committed())
 
     def on_train_end(self, logs=None):
         self.close()
@@ -79,7 +98,11 @@ class _CheckpointMixin:
         try:
             self._writer.wait()
         finally:
-            self._lock.release()
+            if self._lock is not None:
+                self._lock.release()
+            if self.place.is_remote and self.directory is not None:
+                shutil.rmtree(self.directory, ignore_errors=True)  # everything in it was uploaded
+                self.directory = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -147,35 +170,39 @@ class _CheckpointMixin:
         tmp = storage.temporary_sibling(self.directory / name)
         try:
             digest = write(snap, tmp)
-            store.commit(self.directory, step, {name: tmp, **files}, extra=marker, hashes={name: digest})
+            committed = store.commit(self.directory, step, {name: tmp, **files}, extra=marker, hashes={name: digest})
         finally:
             tmp.unlink(missing_ok=True)
         self._written = snap  # read only after the writer is waited for, so never while in use
-        self._apply_retention()
+        self._publish(committed, step)
 
     def _write_sharded(self, part, step: int, marker: dict, files: dict[str, bytes]) -> None:
         """Write this process's shards; process 0 also waits for the others, commits and applies retention."""
         committed = sharded_commit.write(self.directory, step, part, files, marker, processes=distributed.process_count())
         self._written = part
         if committed is not None:
-            self._apply_retention()
+            self._publish(committed, step)
 
-    def _apply_retention(self) -> None:
+    def _publish(self, committed: pathlib.Path, step: int) -> None:
+        """Make a locally committed checkpoint visible where checkpoints are kept, then apply retention."""
+        if self.place.is_remote:
+            self.place.publish(committed, step)
+            shutil.rmtree(committed, ignore_errors=True)
         # Deletion only after the new checkpoint is committed.
-        found = store.committed(self.directory)
+        found = self.place.committed()
         doomed = set(self.retention.to_delete([(c.step, c.marker.get("value")) for c in found]))
         for checkpoint in found:
             if checkpoint.step in doomed:
-                store.delete(checkpoint)
+                self.place.delete(checkpoint)
 
     def _export(self, epoch: int, logs: dict) -> None:
         """The tutorials' ModelCheckpoint files (``filename`` pattern), written atomically."""
         if distributed.process_count() > 1:
             raise errors.UnsupportedOperationError(
-                self.directory, "one process to export filename= files", f"{distributed.process_count()} processes (each would write the same file)",
+                self.place.name, "one process to export filename= files", f"{distributed.process_count()} processes (each would write the same file)",
                 "drop filename= under several processes; convert a checkpoint afterwards: kerasafe convert CKPT_DIR model.keras")
         name = self.filename.format(epoch=epoch, **logs)
-        target = self.directory / name
+        target = f"{self.place.name}/{name}" if self.place.is_remote else self.directory / name
         if self.save_weights_only:
             api.save_weights(self.model, target)
         else:
@@ -183,7 +210,7 @@ class _CheckpointMixin:
 
 
 def Checkpoint(directory, *, save_freq="epoch", keep_last=3, keep_best=0, monitor="val_loss", mode="auto",
-               async_write=True, save_weights_only=False, filename=None):
+               async_write=True, save_weights_only=False, filename=None, storage_options=None):
     """A Keras callback that commits a checkpoint atomically every epoch (or every ``save_freq`` batches).
 
     Each checkpoint is model + optimizer state + progress (epoch, batch, history,
@@ -199,7 +226,10 @@ def Checkpoint(directory, *, save_freq="epoch", keep_last=3, keep_best=0, monito
     files, one write at a time, and a failure there is raised at the next checkpoint
     or at the end of training (``filename`` exports are written before training goes
     on). Put it last in ``callbacks`` so each checkpoint holds what the other
-    callbacks did that epoch.
+    callbacks did that epoch. ``directory`` may be an fsspec URL (``s3://bucket/run``,
+    ``storage_options`` for the store): each checkpoint is committed in a local staging
+    directory and uploaded by the writer thread, its ``COMMIT`` object last
+    (:mod:`kerasafe.checkpoint.places`); there is no lock on a store.
 
     Example:
         >>> import kerasafe as ks, tempfile
@@ -207,19 +237,20 @@ def Checkpoint(directory, *, save_freq="epoch", keep_last=3, keep_best=0, monito
         >>> cb.batches, cb.mode
         (10, 'min')
     """
-    remote.refuse_url(directory, "checkpoints")
     callback = _callback_class()()
-    callback._setup(directory, save_freq, keep_last, keep_best, monitor, mode, async_write, save_weights_only, filename)
+    callback._setup(directory, save_freq, keep_last, keep_best, monitor, mode, async_write, save_weights_only, filename,
+                    storage_options)
     return callback
 
 
-def restore(directory, *, which="latest"):
+def restore(directory, *, which="latest", storage_options=None):
     """The model of a checkpoint, compiled, with its optimizer state: ``"latest"``, ``"best"`` or a step.
 
     A checkpoint whose files do not match their hashes is skipped with a warning
     and the previous one is used. Progress is in ``model.kerasafe.manifest["checkpoint"]``;
     ``model.kerasafe.epoch`` (epochs done) is what a plain ``model.fit`` run continues from:
     ``model.fit(x, y, epochs=20, initial_epoch=model.kerasafe.epoch, callbacks=[ks.Checkpoint(d)])``.
+    ``directory`` may be an fsspec URL (the checkpoint is downloaded to a temporary copy).
 
     Example:
         >>> import kerasafe as ks
@@ -227,6 +258,10 @@ def restore(directory, *, which="latest"):
         Traceback (most recent call last):
         kerasafe.errors.FileMissingError: /nonexistent: expected a directory holding committed checkpoints, ...
     """
-    remote.refuse_url(directory, "checkpoints")
-    chosen = store.newest_intact(directory, which)
-    return api.load(store.model_file(chosen), compile=True)
+    place = places.at(directory, storage_options)
+    with place.fetched(which) as chosen:
+        model = api.load(store.model_file(chosen), compile=True)
+        if place.is_remote:  # name the checkpoint on the store, not the downloaded copy
+            where = f"{place.name}/{store.name_for(chosen.step)}/{store.model_file(chosen).relative_to(chosen.path)}"
+            model = manifest_mod.attach(model, dataclasses.replace(model.kerasafe, path=where))
+        return model

@@ -24,9 +24,9 @@ import warnings
 
 import numpy as np
 
-from .. import _keras, api, distributed, errors, remote
+from .. import _keras, api, distributed, errors
 from . import feed as feed_mod
-from . import store
+from . import places, store
 from .callback import Checkpoint
 from .policy import parse_save_freq
 
@@ -161,7 +161,7 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shu
         save_freq="epoch", keep_last=3, keep_best=0, monitor="val_loss", mode="auto", async_write=True, save_weights_only=False,
         callbacks=None,
         validation_split=0.0, validation_data=None, sample_weight=None, class_weight=None, initial_epoch=0,
-        steps_per_epoch=None, **fit_kwargs):
+        steps_per_epoch=None, storage_options=None, **fit_kwargs):
     """``model.fit`` that checkpoints to ``checkpoint_dir`` and resumes from it by itself.
 
     ``x`` is arrays (with ``y``), a ``keras.utils.PyDataset``, a function returning a
@@ -180,7 +180,8 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shu
     and ``validation_steps``/``validation_freq``/``validation_batch_size``/``verbose``
     go to ``model.fit``. The sample order comes from ``seed``; without one, from the
     seed given to ``keras.utils.set_random_seed`` (two runs of a script that sets it are
-    bitwise equal), else one drawn once and kept in the checkpoints.
+    bitwise equal), else one drawn once and kept in the checkpoints. ``checkpoint_dir`` may be an
+    fsspec URL (``storage_options`` for the store; see :func:`Checkpoint`).
 
     Example:
         >>> import keras, numpy as np, tempfile, kerasafe as ks
@@ -194,24 +195,24 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shu
     if x is None:
         raise errors.KerasafeError(None, "training data as x (arrays, a PyDataset, tf.data, grain, a DataLoader or a generator)",
                                    "x=None", "pass the data to train on")
-    remote.refuse_url(checkpoint_dir, "checkpoints")
     callbacks = list(callbacks or [])
-    found = store.committed(checkpoint_dir)
+    place = places.at(checkpoint_dir, storage_options)
+    found = place.committed()
     start_epoch, start_batch = initial_epoch, 0
     history: dict[str, list[float]] = {}
     resume_data = None
     if found:
-        chosen = store.newest_intact(checkpoint_dir)
-        _keras.ensure_optimizer_built(model)
-        api.load_weights(model, store.model_file(chosen))
-        state = store.read_state(chosen)
+        with place.fetched() as chosen:  # on a store: a downloaded copy, removed after these reads
+            _keras.ensure_optimizer_built(model)
+            api.load_weights(model, store.model_file(chosen))
+            state = store.read_state(chosen)
+            if "data_position" in state["extra"]:
+                resume_data = (state["extra"]["data_position"], (chosen.path / DATA_STATE).read_bytes())
         seed = state["extra"]["seed"]
         _put_back(model, state["extra"])
         history = state["history"]
         # An epoch checkpoint records epochs done; a batch checkpoint the epoch under way.
         start_epoch, start_batch = state["epoch"], state["batch"] or 0
-        if "data_position" in state["extra"]:
-            resume_data = (state["extra"]["data_position"], (chosen.path / DATA_STATE).read_bytes())
     if seed is None:
         # keras.utils.set_random_seed(n) makes a script reproducible: so is its sample order. Without
         # one, a seed is drawn once; the checkpoints keep it for the resumed run.
@@ -226,7 +227,7 @@ def fit(model, x=None, y=None, *, checkpoint_dir, epochs=1, batch_size=None, shu
     if start_batch >= at(start_epoch)[2]:
         start_epoch, start_batch = start_epoch + 1, 0
     checkpoint = Checkpoint(checkpoint_dir, save_freq=save_freq, keep_last=keep_last, keep_best=keep_best, monitor=monitor, mode=mode,
-                            async_write=async_write, save_weights_only=save_weights_only)
+                            async_write=async_write, save_weights_only=save_weights_only, storage_options=storage_options)
     checkpoint.extra_state = functools.partial(_progress, feed, model, callbacks, seed)
     checkpoint.resume_from(history, start_batch)
     on_resume = None

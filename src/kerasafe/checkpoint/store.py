@@ -217,30 +217,33 @@ class DirectoryLock:
         return False
 
 
+def candidates(found: list[Committed], which, name) -> list[Committed]:
+    """The checkpoints ``which`` ("latest", "best" or a step) can mean, best first; ``name`` for errors."""
+    if isinstance(which, int):
+        chosen = [c for c in found if c.step == which]
+        if not chosen:
+            raise errors.FileMissingError(name, f"checkpoint step {which}", f"steps {[c.step for c in found]}", "pass one of those")
+        return chosen
+    if which == "best":
+        scored = [c for c in found if isinstance(c.marker.get("value"), int | float)]
+        if not scored:
+            raise errors.KerasafeError(name, "checkpoints that recorded a monitored value", "none", "use which='latest'")
+        sign = -1.0 if scored[-1].marker.get("mode") == "max" else 1.0
+        return sorted(scored, key=lambda c: (sign * c.marker["value"], -c.step))
+    if which == "latest":
+        return list(reversed(found))
+    raise errors.KerasafeError(name, "which='latest', 'best' or a step number", repr(which), "pass one of those")
+
+
 def newest_intact(directory, which="latest") -> Committed:
     """The checkpoint ``which`` names ("latest", "best" or a step), falling back past damaged ones."""
     found = committed(directory)
     if not found:
         raise errors.FileMissingError(directory, "a directory holding committed checkpoints", "none", "train with ks.Checkpoint(directory) first")
-    if isinstance(which, int):
-        chosen = [c for c in found if c.step == which]
-        if not chosen:
-            raise errors.FileMissingError(directory, f"checkpoint step {which}", f"steps {[c.step for c in found]}", "pass one of those")
-        if not intact(chosen[0]):
-            raise errors.HashMismatchError(chosen[0].path, "files matching their recorded hashes", "a damaged file", "restore another step")
-        return chosen[0]
-    if which == "best":
-        scored = [c for c in found if isinstance(c.marker.get("value"), int | float)]
-        if not scored:
-            raise errors.KerasafeError(directory, "checkpoints that recorded a monitored value", "none", "use which='latest'")
-        sign = -1.0 if scored[-1].marker.get("mode") == "max" else 1.0
-        candidates = sorted(scored, key=lambda c: (sign * c.marker["value"], -c.step))
-    elif which == "latest":
-        candidates = list(reversed(found))
-    else:
-        raise errors.KerasafeError(directory, "which='latest', 'best' or a step number", repr(which), "pass one of those")
-    for candidate in candidates:
+    for candidate in candidates(found, which, directory):
         if intact(candidate):
             return candidate
+        if isinstance(which, int):
+            raise errors.HashMismatchError(candidate.path, "files matching their recorded hashes", "a damaged file", "restore another step")
         warnings.warn(f"{candidate.path}: damaged (hash mismatch); using the previous checkpoint", stacklevel=2)
     raise errors.HashMismatchError(directory, "at least one intact checkpoint", "only damaged ones", "restore the directory from a backup")

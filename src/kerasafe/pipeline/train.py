@@ -13,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 import shutil
+import tempfile
 
 import numpy as np
 
 from .. import _keras, api, errors, remote
 from .. import manifest as manifest_mod
-from ..checkpoint import store
+from ..checkpoint import places, store
 from . import reports, streaming
 from .data import Dataset, load_dataset
 from .models import build
@@ -26,12 +27,17 @@ from .models import build
 
 @dataclasses.dataclass
 class TrainResult:
-    out_dir: pathlib.Path
-    model_path: pathlib.Path
+    out_dir: pathlib.Path | str  # a URL when the run folder is on an object store
+    model_path: pathlib.Path | str
     dataset: Dataset
     history: dict[str, list[float]]
     test_accuracy: float | None
     model: object
+    written: tuple[str, ...] = ()  # what the run folder holds: names among OUTPUTS
+
+
+# What a run folder holds after training.
+OUTPUTS = ("model.keras", "history.csv", "plot.png", "report.txt", "checkpoints")
 
 
 def _progress_callback(keras, epochs: int):
@@ -71,20 +77,23 @@ def _metrics_text(logs) -> str:
 RESUME_MUST_MATCH = ("dataset", "arch", "batch_size", "lr", "augment", "seed")
 
 
-def _check_resumable(checkpoints: pathlib.Path, metadata: dict, resume: bool) -> None:
-    found = store.committed(checkpoints)
+def _check_resumable(checkpoints, metadata: dict, resume: bool) -> None:
+    place = places.at(checkpoints)
+    found = place.committed()
     if not found:
         return
+    folder = str(checkpoints).rsplit("/", 1)[0]
     if not resume:
         raise errors.KerasafeError(
-            checkpoints.parent, "a new run folder", f"the checkpoints of an earlier run ({len(found)} in {checkpoints})",
+            folder, "a new run folder", f"the checkpoints of an earlier run ({len(found)} in {checkpoints})",
             "pass --resume to continue that run, or choose another --out",
         )
-    saved = store.read_manifest(found[-1]).get("metadata") or {}
+    with place.fetched() as newest:
+        saved = store.read_manifest(newest).get("metadata") or {}
     changed = [f"{k} {saved.get(k)!r} -> {metadata[k]!r}" for k in RESUME_MUST_MATCH if saved.get(k) != metadata[k]]
     if changed:
         raise errors.KerasafeError(
-            checkpoints.parent, "the settings of the run being resumed", "different " + ", ".join(changed),
+            folder, "the settings of the run being resumed", "different " + ", ".join(changed),
             "resume with the same settings (only --epochs may change), or choose another --out",
         )
 
@@ -99,15 +108,18 @@ def train(dataset, out_dir, *, arch="auto", image_size=None, color="rgb", channe
     from its newest checkpoint and ends as an uninterrupted run would have. An error
     before the first checkpoint leaves no run folder behind (one that existed stays).
     """
-    remote.refuse_url(out_dir, "the run folder (--out)")
+    settings = dict(arch=arch, image_size=image_size, color=color, channel_order=channel_order, interpolation=interpolation,
+                    epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, seed=seed, label_column=label_column,
+                    split=split, quiet=quiet, resume=resume)
+    out_dir = remote.local_path(out_dir) if isinstance(out_dir, str) else out_dir
+    if remote.is_url(out_dir):
+        return _train_to_store(dataset, out_dir.rstrip("/"), settings)
     out = pathlib.Path(out_dir)
     if out.exists() and not out.is_dir():
         raise errors.WrongKindOfPathError(out, "a folder for the run (--out)", "a file", "choose another --out; the file is left as it is")
     made = not out.exists()
     try:
-        return _train(dataset, out, arch=arch, image_size=image_size, color=color, channel_order=channel_order,
-                      interpolation=interpolation, epochs=epochs, batch_size=batch_size, lr=lr, augment=augment, seed=seed,
-                      label_column=label_column, split=split, quiet=quiet, resume=resume)
+        return _train(dataset, out, out / "checkpoints", **settings)
     except BaseException:
         # A run folder this call made and no checkpoint was committed to is only debris; one with a
         # checkpoint is what --resume continues from, so it stays.
@@ -116,8 +128,20 @@ def train(dataset, out_dir, *, arch="auto", image_size=None, color="rgb", channe
         raise
 
 
-def _train(dataset, out: pathlib.Path, *, arch, image_size, color, channel_order, interpolation, epochs, batch_size, lr,
-           augment, seed, label_column, split, quiet, resume) -> TrainResult:
+def _train_to_store(dataset, url: str, settings: dict) -> TrainResult:
+    """A run folder on an object store: checkpoints go there as they commit; the other files are
+    made in a local staging folder and uploaded at the end, each as one object visible only whole."""
+    with tempfile.TemporaryDirectory(prefix="kerasafe-run-") as staging:
+        local = pathlib.Path(staging)
+        result = _train(dataset, local, f"{url}/checkpoints", **settings)
+        for name in result.written:
+            if name != "checkpoints":
+                remote.put_file(local / name, f"{url}/{name}")
+    return dataclasses.replace(result, out_dir=url, model_path=f"{url}/model.keras")
+
+
+def _train(dataset, out: pathlib.Path, checkpoints, *, arch, image_size, color, channel_order, interpolation, epochs, batch_size,
+           lr, augment, seed, label_column, split, quiet, resume) -> TrainResult:
     from ..checkpoint.resume import fit as checkpointed_fit
 
     keras = _keras.keras()
@@ -128,7 +152,6 @@ def _train(dataset, out: pathlib.Path, *, arch, image_size, color, channel_order
     model.compile(keras.optimizers.Adam(lr), "sparse_categorical_crossentropy", metrics=["accuracy"])
     metadata = {"dataset": str(dataset), "arch": model.name, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                 "augment": augment, "seed": seed}
-    checkpoints = out / "checkpoints"
     _check_resumable(checkpoints, metadata, resume)
     # Checkpoints carry the labels and preprocessing too, so any of them can be used to predict.
     manifest_mod.attach(model, manifest_mod.ModelInfo.from_manifest(
@@ -149,4 +172,5 @@ def _train(dataset, out: pathlib.Path, *, arch, image_size, color, channel_order
         accuracy = float(np.mean(predicted == ds.y_test))
         text = reports.classification_text(ds.y_test, predicted, ds.labels)
         reports.write_text(out / "report.txt", f"test split of {dataset}: {len(ds.y_test)} samples, accuracy {accuracy:.4f}\n\n{text}")
-    return TrainResult(out, model_path, ds, history, accuracy, model)
+    written = tuple(name for name in OUTPUTS if name == "checkpoints" or (out / name).exists())
+    return TrainResult(out, model_path, ds, history, accuracy, model, written)
