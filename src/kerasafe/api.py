@@ -85,7 +85,7 @@ def save(model, path, *, labels=None, preprocessing=None, metadata=None, include
     path = remote.local_path(path)
     if remote.is_url(path):
         if formats.for_save(path, _save_format(path, format, save_format)).is_directory:
-            remote.refuse_directory(path)
+            remote.check_directory_target(path, storage_options)  # before the (slow) export, not after
         with remote.uploaded(path, storage_options) as local:  # the same name: the same format
             save(model, local, labels=labels, preprocessing=preprocessing, metadata=metadata,
                  include_optimizer=include_optimizer, format=format, save_format=save_format)

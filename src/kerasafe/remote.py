@@ -121,7 +121,7 @@ def uploaded(url: str, storage_options: dict | None = None) -> Iterator[pathlib.
 
     A single file is one PUT (or one multipart upload, completed last); the previous
     object is replaced only when that completes. A directory (SavedModel) is several
-    objects, which no store can make visible in one step: refused.
+    objects: see :func:`put_directory`.
     """
     fs = filesystem(url, storage_options)
     local = _scratch(url)
@@ -131,8 +131,9 @@ def uploaded(url: str, storage_options: dict | None = None) -> Iterator[pathlib.
         except errors.KerasafeError as exc:
             raise exc.naming(local, url) from None
         if local.is_dir():
-            refuse_directory(url)
-        put_file(local, url, storage_options)
+            put_directory(local, url, storage_options)
+        else:
+            put_file(local, url, storage_options)
     finally:
         shutil.rmtree(local.parent, ignore_errors=True)
 
@@ -171,12 +172,54 @@ def abort_stale_uploads(fs, url: str, *, under: bool = False) -> int:
     return aborted
 
 
-def refuse_directory(url: str):
-    raise errors.UnsupportedOperationError(
-        url, "a single-file format for an object store (.keras, .h5, .weights.h5, .safetensors)",
-        "a directory format (SavedModel: many objects, which a store cannot make visible in one step)",
-        "save to a single-file format there (a name with a suffix), or to a local path",
-    )
+# Uploaded first and deleted last while a directory is uploaded: a prefix holding it is a killed upload.
+UPLOADING = ".kerasafe-uploading"
+# The file that makes a directory a SavedModel (for TensorFlow and for kerasafe): uploaded last.
+SAVEDMODEL_LAST = "saved_model.pb"
+
+
+def check_directory_target(url: str, storage_options: dict | None = None) -> bool:
+    """Refuse a prefix that holds anything but a killed upload of ours; True when it holds such leftovers."""
+    fs = filesystem(url, storage_options)
+    prefix = url.rstrip("/")
+    try:
+        fs.invalidate_cache(prefix)
+        present = {k.rsplit("/", 1)[-1] for k in fs.find(prefix)} if fs.exists(prefix) else set()
+    except Exception as exc:
+        raise _store_error(url, "look at the prefix", exc) from exc
+    if SAVEDMODEL_LAST in present or (present and UPLOADING not in present):
+        raise errors.UnsupportedOperationError(
+            url, "a new (empty) prefix for a SavedModel", "objects there already" + (" (a SavedModel)" if SAVEDMODEL_LAST in present else ""),
+            "save to a new prefix (a SavedModel of many objects cannot be replaced in one step), or delete what is there first")
+    return bool(present)
+
+
+def put_directory(local: pathlib.Path, url: str, storage_options: dict | None = None) -> None:
+    """Upload a finished SavedModel directory as the objects under ``url``, ``saved_model.pb`` last.
+
+    Many objects cannot appear in one step, but a SavedModel is one only once its
+    ``saved_model.pb`` is there (TensorFlow and kerasafe both look for it), so it is
+    uploaded after everything else: a killed upload leaves no readable SavedModel. A
+    prefix holding a SavedModel is never replaced (that cannot be done in one step
+    either): save to a new prefix. A prefix left by a killed upload (it holds
+    :data:`UPLOADING`) is cleared first; any other non-empty prefix is refused.
+    """
+    fs = filesystem(url, storage_options)
+    prefix = url.rstrip("/")
+    try:
+        if check_directory_target(url, storage_options):
+            fs.rm(prefix, recursive=True)  # what a killed upload of ours left
+        fs.pipe_file(f"{prefix}/{UPLOADING}", b"a kerasafe upload in progress (or killed: removed by the next save here)")
+        files = sorted(p for p in local.rglob("*") if p.is_file() and p.name != SAVEDMODEL_LAST)
+        for path in [*files, local / SAVEDMODEL_LAST]:
+            key = f"{prefix}/{path.relative_to(local).as_posix()}"
+            abort_stale_uploads(fs, key)
+            fs.put_file(str(path), key)
+        fs.rm_file(f"{prefix}/{UPLOADING}")
+    except errors.KerasafeError:
+        raise
+    except Exception as exc:
+        raise _store_error(url, "write", exc) from exc
 
 
 def refuse_url(path, what: str) -> None:
