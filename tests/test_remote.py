@@ -377,3 +377,26 @@ def test_a_savedmodel_directory_on_a_store():
         ks.load("memory://exported/killed")
     ks.save(model, "memory://exported/killed")
     _same(ks.load("memory://exported/killed"), model)
+
+
+def test_a_sharded_checkpoint_of_two_processes_on_s3(s3, tmp_path):
+    """Two jax.distributed processes (ModelParallel) checkpointing into s3://: each uploads its own shards,
+    process 0 commits; stopped and resumed equals straight; restored here on one device."""
+    sys.path.insert(0, str(TESTS))
+    from test_distributed import assert_same, dumped, run
+
+    job = {"devices": 2, "layout": "mp", "model_axis": 4}
+    run(dict(job, action="fit", dir="s3://models/dist/straight", epochs=2, out=str(tmp_path / "straight.npz")), 2)
+    for epochs in (1, 2):
+        run(dict(job, action="fit", dir="s3://models/dist/resumed", epochs=epochs, out=str(tmp_path / "resumed.npz")), 2)
+    assert_same(dumped(tmp_path / "straight.npz"), dumped(tmp_path / "resumed.npz"))
+    import s3fs
+
+    fs = s3fs.S3FileSystem()
+    fs.invalidate_cache()
+    names = {k.rsplit("/", 1)[-1] for k in fs.find("models/dist/straight/ckpt-00000002")}
+    assert {"shards-p00000.safetensors", "shards-p00001.safetensors", "done-p00000.json", "done-p00001.json",
+            "model.json", "COMMIT"} <= names
+    model = ks.restore("s3://models/dist/straight")
+    assert model.kerasafe.path == "s3://models/dist/straight/ckpt-00000002"
+    assert_same(dumped(tmp_path / "straight.npz"), [np.asarray(v.value) for v in model.weights + model.optimizer.variables])

@@ -71,11 +71,6 @@ class _CheckpointMixin:
         # Under a distribution every process runs this callback; process 0 alone owns the
         # directory (lock, clean-up, commit, retention), the others write their shards into it.
         if self.place.is_remote:
-            if distributed.process_count() > 1:
-                raise errors.UnsupportedOperationError(
-                    self.place.name, "a directory all processes share for a multi-process checkpoint",
-                    "an object-store URL (each process would have to upload its part: not supported yet)",
-                    "checkpoint to a shared filesystem, then upload: kerasafe convert CKPT_DIR s3://.../model.keras")
             if self.directory is None:
                 storage.remove_stale_temporaries(pathlib.Path(tempfile.gettempdir()) / "kerasafe-staging")  # killed runs'
                 self.directory = storage.temporary_sibling(pathlib.Path(tempfile.gettempdir()) / "kerasafe-staging")
@@ -178,14 +173,19 @@ class _CheckpointMixin:
 
     def _write_sharded(self, part, step: int, marker: dict, files: dict[str, bytes]) -> None:
         """Write this process's shards; process 0 also waits for the others, commits and applies retention."""
-        committed = sharded_commit.write(self.directory, step, part, files, marker, processes=distributed.process_count())
+        if self.place.is_remote:  # each process uploads its part; process 0 commits on the store
+            committed = sharded_commit.write_to_store(self.place, self.directory, step, part, files, marker,
+                                                      processes=distributed.process_count())
+        else:
+            committed = sharded_commit.write(self.directory, step, part, files, marker, processes=distributed.process_count())
         self._written = part
-        if committed is not None:
-            self._publish(committed, step)
+        if committed:
+            self._publish(None if committed is True else committed, step)
 
-    def _publish(self, committed: pathlib.Path, step: int) -> None:
-        """Make a locally committed checkpoint visible where checkpoints are kept, then apply retention."""
-        if self.place.is_remote:
+    def _publish(self, committed: pathlib.Path | None, step: int) -> None:
+        """Make a locally committed checkpoint (None: one already on the store) visible where checkpoints
+        are kept, then apply retention."""
+        if self.place.is_remote and committed is not None:
             self.place.publish(committed, step)
             shutil.rmtree(committed, ignore_errors=True)
         # Deletion only after the new checkpoint is committed.
@@ -262,6 +262,7 @@ def restore(directory, *, which="latest", storage_options=None):
     with place.fetched(which) as chosen:
         model = api.load(store.model_file(chosen), compile=True)
         if place.is_remote:  # name the checkpoint on the store, not the downloaded copy
-            where = f"{place.name}/{store.name_for(chosen.step)}/{store.model_file(chosen).relative_to(chosen.path)}"
+            inside = store.model_file(chosen).relative_to(chosen.path).as_posix()  # "." for a sharded checkpoint
+            where = f"{place.name}/{store.name_for(chosen.step)}" + ("" if inside == "." else f"/{inside}")
             model = manifest_mod.attach(model, dataclasses.replace(model.kerasafe, path=where))
         return model

@@ -10,8 +10,10 @@ complete), its ``COMMIT`` marker last. A prefix without a marker is a killed upl
 invisible, and removed (with the multipart uploads a killed process left open under the
 URL) when the next run starts. Deletion removes ``COMMIT`` first. Checkpoints are written
 to a local staging directory through the usual local commit and uploaded by the writer
-thread, so training never waits for the network. There is no lock on a store: give each
-run its own URL.
+thread, so training never waits for the network; under several processes each uploads its
+own part and process 0 the ``COMMIT`` once every part is there
+(:func:`kerasafe.checkpoint.sharded_commit.write_to_store`). There is no lock on a store:
+give each run its own URL.
 
 Example:
     >>> from kerasafe.checkpoint import places
@@ -56,6 +58,20 @@ class LocalCheckpoints:
 
     def clean(self) -> None:
         store.clean(self.directory)
+
+    def prefix(self, step: int) -> str:
+        return self._key(store.name_for(step))
+
+    def put(self, local: pathlib.Path, key: str) -> None:
+        """Upload one finished file as the object ``key`` (visible only whole)."""
+        self._call("upload a checkpoint", self.fs.put_file, str(local), key)
+
+    def exists(self, key: str) -> bool:
+        self.fs.invalidate_cache(key.rsplit("/", 1)[0])  # written by another process
+        return bool(self._call("look for a checkpoint's part", self.fs.exists, key))
+
+    def read(self, key: str) -> bytes:
+        return self._call("read a checkpoint's part", self.fs.cat_file, key)
 
     def publish(self, local: pathlib.Path, step: int) -> None:
         """Nothing to do: the local commit already made it visible here."""
@@ -127,15 +143,29 @@ class RemoteCheckpoints:
                 self._remove(self._key(name))
         self._call("abort unfinished uploads", remote.abort_stale_uploads, self.fs, self.url, under=True)
 
+    def prefix(self, step: int) -> str:
+        return self._key(store.name_for(step))
+
+    def put(self, local: pathlib.Path, key: str) -> None:
+        """Upload one finished file as the object ``key`` (visible only whole)."""
+        self._call("upload a checkpoint", self.fs.put_file, str(local), key)
+
+    def exists(self, key: str) -> bool:
+        self.fs.invalidate_cache(key.rsplit("/", 1)[0])  # written by another process
+        return bool(self._call("look for a checkpoint's part", self.fs.exists, key))
+
+    def read(self, key: str) -> bytes:
+        return self._call("read a checkpoint's part", self.fs.cat_file, key)
+
     def publish(self, local: pathlib.Path, step: int) -> None:
         """Upload a locally committed checkpoint: its files, then its COMMIT marker."""
-        prefix = self._key(store.name_for(step))
+        prefix = self.prefix(step)
         if self._call("look for a checkpoint", self.fs.exists, prefix):
             self._remove(prefix)  # an uncommitted leftover, or a step written again: invisible before it changes
         files = sorted(p for p in pathlib.Path(local).iterdir() if p.name != store.MARKER)
         for path in files:
-            self._call("upload a checkpoint", self.fs.put_file, str(path), f"{prefix}/{path.name}")
-        self._call("upload a checkpoint", self.fs.put_file, str(pathlib.Path(local) / store.MARKER), f"{prefix}/{store.MARKER}")
+            self.put(path, f"{prefix}/{path.name}")
+        self.put(pathlib.Path(local) / store.MARKER, f"{prefix}/{store.MARKER}")
 
     @contextlib.contextmanager
     def fetched(self, which="latest"):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime
 import json
 import pathlib
+import shutil
 import time
 
 from .. import errors, storage
@@ -80,3 +81,45 @@ def _wait_for_parts(tmp: pathlib.Path, processes: int, timeout: float) -> None:
                 "a process died or cannot see this directory; the previous checkpoint is intact; restart the run to resume",
             )
         time.sleep(0.02)
+
+
+def write_to_store(place, staging: pathlib.Path, step: int, part: sharded.Part, files: dict[str, bytes], marker: dict, *,
+                   processes: int, timeout: float = PEER_TIMEOUT) -> bool:
+    """The same protocol with the parts on an object store (``place``: a RemoteCheckpoints): each process
+    writes its part in its own staging directory and uploads it, its done marker last; process 0 also
+    uploads what is shared, waits for every done marker on the store and uploads ``COMMIT`` last.
+    Returns True in process 0 once committed. The checkpoint's prefix is not cleared first: process 0
+    cleared uncommitted ones when the run began, before any process could write."""
+    tmp = partial_dir(staging, step)
+    primary = part.layout is not None
+    sharded.write_part(part, tmp, primary=primary)
+    try:
+        for name, content in files.items() if primary else ():
+            (tmp / name).write_bytes(content)
+        prefix = place.prefix(step)
+        own = [sharded.shard_file(part.process)] if part.shards else []
+        shared = [sharded.LAYOUT, *files] if primary else []
+        for name in [*own, *shared, sharded.done_file(part.process)]:  # the done marker last
+            place.put(tmp / name, f"{prefix}/{name}")
+        if not primary:
+            return False
+        deadline = time.monotonic() + timeout
+        while missing := [p for p in range(processes) if not place.exists(f"{prefix}/{sharded.done_file(p)}")]:
+            if time.monotonic() > deadline:
+                raise errors.CheckpointWriteError(
+                    prefix, f"the parts of all {processes} processes", f"none from process(es) {missing[:8]} after {timeout:.0f} s",
+                    "a process died or cannot reach the store; the previous checkpoint is intact; restart the run to resume")
+            time.sleep(0.05)
+        recorded = {}
+        for name in [sharded.LAYOUT, *files]:
+            with open(tmp / name, "rb") as f:
+                recorded[name] = storage.hash_stream(f)
+        for p in range(processes):
+            recorded[sharded.done_file(p)] = storage.hash_bytes(place.read(f"{prefix}/{sharded.done_file(p)}"))
+        commit = {"step": step, "files": recorded, "sharded": True, "processes": processes,
+                  "created": datetime.datetime.now(datetime.timezone.utc).isoformat(), **marker}
+        (tmp / store.MARKER).write_text(json.dumps(commit), encoding="utf-8")
+        place.put(tmp / store.MARKER, f"{prefix}/{store.MARKER}")
+        return True
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
