@@ -164,6 +164,18 @@ def test_restore_onto_one_device_without_a_distribution(written):
     assert first.kerasafe.manifest["checkpoint"]["epoch"] == 1
 
 
+def test_four_processes_written_two_processes_read(tmp_path):
+    """4 processes (a 4-way split, one device each) write; 2 processes with another split read: bitwise."""
+    run({"devices": 1, "layout": "mp", "model_axis": 4, "action": "fit", "dir": str(tmp_path / "ck"), "epochs": 1,
+         "out": str(tmp_path / "written.npz")}, 4)
+    newest = store.committed(tmp_path / "ck")[-1]
+    assert newest.marker["processes"] == 4
+    assert len(list(newest.path.glob("shards-*.safetensors"))) == 4  # every process wrote its quarter
+    run({"devices": 1, "layout": "mp", "model_axis": 2, "action": "restore", "dir": str(tmp_path / "ck"),
+         "out": str(tmp_path / "read.npz")}, 2)
+    assert_same(dumped(tmp_path / "written.npz"), dumped(tmp_path / "read.npz"))
+
+
 @pytest.mark.backend
 @pytest.mark.parametrize("backend", ["tensorflow", "torch"])
 def test_restore_on_another_backend(written, backend):
