@@ -59,20 +59,6 @@ class LocalCheckpoints:
     def clean(self) -> None:
         store.clean(self.directory)
 
-    def prefix(self, step: int) -> str:
-        return self._key(store.name_for(step))
-
-    def put(self, local: pathlib.Path, key: str) -> None:
-        """Upload one finished file as the object ``key`` (visible only whole)."""
-        self._call("upload a checkpoint", self.fs.put_file, str(local), key)
-
-    def exists(self, key: str) -> bool:
-        self.fs.invalidate_cache(key.rsplit("/", 1)[0])  # written by another process
-        return bool(self._call("look for a checkpoint's part", self.fs.exists, key))
-
-    def read(self, key: str) -> bytes:
-        return self._call("read a checkpoint's part", self.fs.cat_file, key)
-
     def publish(self, local: pathlib.Path, step: int) -> None:
         """Nothing to do: the local commit already made it visible here."""
 
