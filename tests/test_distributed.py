@@ -134,6 +134,8 @@ def test_each_shard_is_written_once_by_the_process_holding_it(written):
 def test_restore_onto_another_layout_is_bitwise_equal(written, reader):
     name, base = written
     processes, job = READERS[reader] or WRITERS[name]
+    if READERS[reader] is not None and (processes, job) == WRITERS[name]:
+        pytest.skip("the same layout as written: the 'same-as-written' case")
     out = base / f"read-{reader}.npz"
     run(dict(job, action="restore", dir=str(base / "ck"), out=str(out), report_reads=True), processes)
     assert_same(dumped(base / "written.npz"), dumped(out))
@@ -179,7 +181,9 @@ def test_four_processes_written_two_processes_read(tmp_path):
 @pytest.mark.backend
 @pytest.mark.parametrize("backend", ["tensorflow", "torch"])
 def test_restore_on_another_backend(written, backend):
-    _, base = written
+    name, base = written
+    if name != "model-parallel-2x2":
+        pytest.skip("one writer is enough: the read is whole arrays from the shards, whatever the writer's layout")
     out = base / f"read-{backend}.npz"
     run({"backend": backend, "layout": None, "action": "restore", "dir": str(base / "ck"), "out": str(out)})
     # The optimizer's step counter is int32 on JAX (no x64) and int64 on the others: same value.
