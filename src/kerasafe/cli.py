@@ -274,6 +274,18 @@ def _split_ratios(text: str) -> tuple[float, float, float]:
     return parts
 
 
+def cmd_serve(args) -> int:
+    from .serving import Settings, serve
+
+    settings = Settings(host=args.host, port=args.port, name=args.name, max_batch_size=args.max_batch_size,
+                        max_latency_ms=args.max_latency_ms, batching=not args.no_batching, max_body_mb=args.max_body_mb,
+                        timeout_s=args.timeout_s, queue_size=args.queue_size, top_k=args.top_k, trust=args.trust)
+    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"serving on {settings.host}:{settings.port}: reachable from other machines", highlight=False)
+    serve(args.model, settings)
+    return 0
+
+
 def cmd_predict(args) -> int:
     from .pipeline.predict import predict
 
@@ -430,6 +442,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("serve", help="serve a model over HTTP: /predict, Open Inference Protocol v2, /metrics, an upload page")
+    p.add_argument("model")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=_whole_number(0), default=8000)
+    p.add_argument("--name", help="the model's name in /v2/models/NAME (default: the file's name)")
+    p.add_argument("--max-batch-size", type=_whole_number(1), default=32, help="inputs per predict call, and per request")
+    p.add_argument("--max-latency-ms", type=_positive_number, default=5.0, help="how long a batch waits to fill")
+    p.add_argument("--no-batching", action="store_true", help="one predict call per request (answers bitwise as `predict` gives them)")
+    p.add_argument("--max-body-mb", type=_positive_number, default=16.0, help="larger request bodies get 413")
+    p.add_argument("--timeout-s", type=_positive_number, default=30.0, help="a request not answered by then gets 504")
+    p.add_argument("--queue-size", type=_whole_number(1), default=256, help="requests waiting at most; more get 503")
+    p.add_argument("--top-k", type=_whole_number(1), default=3)
+    p.add_argument("--trust", action="store_true", help="serve a file `kerasafe scan` calls unsafe (loads with safe_mode=False)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="the main job: train on digits, predict new digit images with a montage, every format")
     p.add_argument("--out", default="kerasafe-demo", help="folder for everything it writes")

@@ -83,21 +83,34 @@ def decode_image(path, preprocessing: dict) -> np.ndarray:
     Raises :class:`kerasafe.errors.FileMissingError` for a path that is not a file and
     :class:`kerasafe.errors.CorruptFileError` for a file Pillow cannot read.
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = pathlib.Path(path)
     if not path.is_file():
         raise errors.FileMissingError(path, "an image file", "no such file" if not path.exists() else "a folder", "check the path")
+    return decode_image_from(path, preprocessing, path)
+
+
+def decode_image_from(source, preprocessing: dict, name) -> np.ndarray:
+    """:func:`decode_image` of a path or a binary file object (an upload); ``name`` for errors.
+
+    Example:
+        >>> import io
+        >>> from PIL import Image
+        >>> buf = io.BytesIO(); Image.new("RGB", (4, 2), (255, 0, 0)).save(buf, "PNG")
+        >>> decode_image_from(io.BytesIO(buf.getvalue()), image_preprocessing((2, 2)), "red.png").shape
+        (2, 2, 3)
+    """
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             im = im.convert("L" if preprocessing["color_mode"] == "grayscale" else "RGB")
             height, width = preprocessing["size"]
             if im.size != (width, height):
                 resample = getattr(Image.Resampling, preprocessing.get("interpolation", "bilinear").upper())
                 im = im.resize((width, height), resample=resample)
             pixels = np.asarray(im, dtype=np.float32)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise errors.CorruptFileError(path, "an image file", f"something Pillow cannot read ({exc})", "remove or replace the file") from None
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise errors.CorruptFileError(name, "an image file", f"something Pillow cannot read ({exc})", "remove or replace the file") from None
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     if preprocessing.get("channel_order") == "bgr":

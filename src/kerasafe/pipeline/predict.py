@@ -22,8 +22,8 @@ BATCH = 256  # files decoded and predicted together: thousands of images, a hand
 MONTAGE_TILES = 16  # a 4x4 grid
 
 
-def _model_and_preprocessing(model_path):
-    model = api.load(model_path, compile=False)
+def _model_and_preprocessing(model_path, *, safe_mode: bool = True):
+    model = api.load(model_path, compile=False, safe_mode=safe_mode)
     info = model.kerasafe
     labels = list(info.labels) if info.labels else None
     preprocessing = info.as_dict()["preprocessing"]
