@@ -262,9 +262,14 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(server, fi
 
 
 def test_a_request_not_answered_in_time_gets_504(files):
+    # A slow client is inside the server (its body still arriving), so the batch waits for it (up to 3 s):
+    # the request that came first is not answered within its 0.2 s.
     s = Server(files["cnn"], "--max-latency-ms", "3000", "--max-batch-size", "64", "--timeout-s", "0.2")
     try:
-        response = s.post("/predict", files=_uploads(files["images"][:1]))
+        with socket.create_connection(("127.0.0.1", s.port)) as slow:
+            slow.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+            time.sleep(0.3)
+            response = s.post("/predict", files=_uploads(files["images"][:1]))
         assert response.status_code == 504 and "--timeout-s" in response.json()["error"]
     finally:
         s.stop()

@@ -107,7 +107,7 @@ def create_app(model_path, settings: Settings | None = None):
         if settings.batching:
             state["batcher"] = Batcher(lambda x: engine.predict(x), max_batch=settings.max_batch_size,
                                        max_latency_ms=settings.max_latency_ms, queue_size=settings.queue_size,
-                                       on_batch=metrics.batch.observe)
+                                       on_batch=metrics.batch.observe, coming=lambda: coming["n"])
             state["batcher"].start()
         state["ready"] = True
         yield
@@ -120,6 +120,7 @@ def create_app(model_path, settings: Settings | None = None):
                               f"{len(engine.names)} classes), decoded as `kerasafe predict` decodes them.")
     app.state.engine, app.state.settings, app.state.metrics = engine, settings, metrics
     in_flight = {"n": 0}
+    coming = {"n": 0}  # requests inside a prediction endpoint: a batch waits for them (Batcher.coming)
 
     async def run_model(inputs: np.ndarray) -> np.ndarray:
         if len(inputs) > settings.max_batch_size:
@@ -142,14 +143,6 @@ def create_app(model_path, settings: Settings | None = None):
             if state["batcher"] is None:
                 in_flight["n"] = max(0, in_flight["n"] - 1)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        endpoint = request.scope.get("route").path if request.scope.get("route") is not None else "other"
-        metrics.requests.labels(endpoint=endpoint, status=str(response.status_code)).inc()
-        metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - start)
-        return response
 
     @app.exception_handler(HTTPError)
     async def http_error(request, exc: HTTPError):
@@ -201,7 +194,7 @@ def create_app(model_path, settings: Settings | None = None):
             raise HTTPError(415, f"content type '{kind or 'none'}': send multipart/form-data files or application/json")
         probabilities = await run_model(np.stack(inputs))
         rows = engine.answer(probabilities, top_k)
-        return {"model": name, "predictions": [{"input": n, **r} for n, r in zip(names, rows)]}
+        return JSONResponse({"model": name, "predictions": [{"input": n, **r} for n, r in zip(names, rows)]})
 
     def check_name(model_name: str) -> None:
         if model_name != name:
@@ -264,7 +257,7 @@ def create_app(model_path, settings: Settings | None = None):
             {"name": "label", "datatype": "BYTES", "shape": [len(labels)], "data": labels}]}
         if "id" in body:
             out["id"] = body["id"]
-        return out
+        return JSONResponse(out)
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=True)
     async def prometheus():
@@ -276,7 +269,38 @@ def create_app(model_path, settings: Settings | None = None):
     async def page():
         return PAGE.replace("{{NAME}}", name)
 
-    return BodyLimit(app, int(settings.max_body_mb * 2**20))
+    return BodyLimit(Measured(app, metrics, coming), int(settings.max_body_mb * 2**20))
+
+
+class Measured:
+    """ASGI middleware: counts requests by endpoint and status, times them, and tells the batcher how many
+    prediction requests are inside the server (a plain ASGI wrapper: Starlette's BaseHTTPMiddleware
+    costs a task and a stream per request)."""
+
+    def __init__(self, app, metrics: Metrics, coming: dict):
+        self.app, self.metrics, self.coming = app, metrics, coming
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status = {"code": 500}
+        predicting = scope.get("method") == "POST"
+        self.coming["n"] += predicting
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            self.coming["n"] -= predicting
+            route = scope.get("route")
+            endpoint = route.path if route is not None else "other"
+            self.metrics.requests.labels(endpoint=endpoint, status=str(status["code"])).inc()
+            self.metrics.latency.labels(endpoint=endpoint).observe(time.perf_counter() - start)
 
 
 def _default_name(model_path) -> str:

@@ -1,8 +1,10 @@
 """Dynamic batching: requests wait together a few milliseconds, then run as one predict call.
 
 Each request puts its inputs on a bounded queue and awaits its answer. One worker
-takes the first waiting request, then more until the batch holds ``max_batch``
-inputs or ``max_latency_ms`` have passed since the first arrived, runs the model on
+takes the first waiting request and every one queued behind it, then, while more
+requests are inside the server on their way (``coming``), waits for them until the
+batch holds ``max_batch`` inputs or ``max_latency_ms`` have passed since the first
+was taken (a lone request never waits), runs the model on
 a thread (the event loop keeps accepting requests meanwhile) and hands each request
 its rows. A batch never holds more than ``max_batch`` inputs: a request with more
 is refused (413) before it queues, so no batch outgrows what was compiled and warmed.
@@ -12,7 +14,7 @@ bound.
 Example:
     >>> import asyncio, numpy as np
     >>> async def demo():
-    ...     b = Batcher(lambda x: x * 2, max_batch=4, max_latency_ms=5, queue_size=8)
+    ...     b = Batcher(lambda x: x * 2, max_batch=4, max_latency_ms=50, queue_size=8, coming=lambda: 2)
     ...     b.start()
     ...     out = await asyncio.gather(b.submit(np.ones((1, 2))), b.submit(np.ones((2, 2))))
     ...     await b.stop()
@@ -34,8 +36,11 @@ class QueueFull(RuntimeError):
 
 
 class Batcher:
-    def __init__(self, predict, *, max_batch: int, max_latency_ms: float, queue_size: int, on_batch=None):
+    def __init__(self, predict, *, max_batch: int, max_latency_ms: float, queue_size: int, on_batch=None, coming=None):
         self.predict = predict
+        # How many requests are on their way (inside the server, not yet submitted or answered): a batch
+        # waits for more only while some are, so a lone request never waits for company.
+        self.coming = coming or (lambda: 0)
         self.max_batch = max_batch
         self.max_latency = max_latency_ms / 1000.0
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=queue_size)
@@ -72,13 +77,16 @@ class Batcher:
         taken, count = [first], len(first[0])
         deadline = time.monotonic() + self.max_latency
         while count < self.max_batch:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            try:
-                item = await asyncio.wait_for(self.queue.get(), remaining)
-            except asyncio.TimeoutError:
-                break
+            if not self.queue.empty():
+                item = self.queue.get_nowait()  # what already waits joins at once
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self.coming() <= len(taken):
+                    break  # nothing more on its way, or waited long enough
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), min(remaining, 0.002))
+                except asyncio.TimeoutError:
+                    continue
             if count + len(item[0]) > self.max_batch:
                 self._carry = item  # first in the next batch
                 break
