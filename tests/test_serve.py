@@ -342,3 +342,50 @@ def test_loopback_unless_told_otherwise(server):
             assert sock.connect_ex((address, server.port)) != 0
     assert json.loads(server.get("/v2/health/live").text)["live"] is True
     _ = io  # (io used by the fixtures' image encoding)
+
+
+def _chromium():
+    import shutil
+
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not (browser and driver):
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    # Headless, and no background connections: this machine has no network beyond loopback.
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"):
+        options.add_argument(flag)
+    from selenium.webdriver.chrome.service import Service
+
+    return webdriver.Chrome(options=options, service=Service(executable_path=driver))
+
+
+def test_the_upload_page_in_headless_chromium(server, files):
+    """Drop two images on the page: two cards appear, labelled as predict labels them."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    paths = files["images"][:2]
+    expected = [e["label"] for e in _expected(files, paths)]
+    browser = _chromium()
+    try:
+        browser.get(server.url + "/")
+        assert "cnn" in browser.title
+        # A drop as the browser delivers it: a DataTransfer holding File objects, on the drop zone.
+        browser.execute_script("""
+            const dt = new DataTransfer();
+            for (const [name, b64, type] of arguments[0]) {
+              const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+              dt.items.add(new File([bytes], name, {type}));
+            }
+            document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true}));
+        """, [[p.name, base64.b64encode(p.read_bytes()).decode(), "image/png" if p.suffix == ".png" else "image/jpeg"] for p in paths])
+        WebDriverWait(browser, 30).until(lambda b: len(b.find_elements(By.CSS_SELECTOR, ".result .label")) == 2)
+        cards = browser.find_elements(By.CSS_SELECTOR, ".result")
+        shown = {c.find_element(By.CSS_SELECTOR, "img").get_attribute("alt"): c.find_element(By.CSS_SELECTOR, ".label").text for c in cards}
+        assert shown == {p.name: label for p, label in zip(paths, expected)}
+        assert browser.find_element(By.ID, "error").text == ""
+    finally:
+        browser.quit()
