@@ -286,6 +286,23 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export import export
+
+    with _busy(f"exporting {args.model} to {args.to}", args.json):
+        report = export(args.model, args.out, to=args.to, check=args.check, trust=args.trust)
+    if args.json:
+        print(json.dumps(report))
+    elif "max_abs" in report:
+        agreement = "" if report.get("top1_agreement") is None else f", top-1 agreement {report['top1_agreement']:.0%}"
+        out.print(f"{report['path']}: checked in its runtime on batches of {report['batches']}: max abs difference "
+                  f"{report['max_abs']:.2g}, max rel {report['max_rel']:.2g}{agreement}; manifest: {report['metadata']}",
+                  highlight=False)
+    else:
+        out.print(f"{report['path']}: written, not checked (--no-check)", highlight=False)
+    return 0
+
+
 def cmd_predict(args) -> int:
     from .pipeline.predict import predict
 
@@ -457,6 +474,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_whole_number(1), default=3)
     p.add_argument("--trust", action="store_true", help="serve a file `kerasafe scan` calls unsafe (loads with safe_mode=False)")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("export", help="export to ONNX, LiteRT or a SavedModel, checked by running it against Keras")
+    p.add_argument("model")
+    p.add_argument("out")
+    p.add_argument("--to", required=True, choices=["onnx", "litert", "saved_model", "openvino"])
+    p.add_argument("--no-check", dest="check", action="store_false", help="skip running the export against Keras (not advised)")
+    p.add_argument("--trust", action="store_true", help="export a file `kerasafe scan` calls unsafe (safe_mode=False)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="the main job: train on digits, predict new digit images with a montage, every format")
     p.add_argument("--out", default="kerasafe-demo", help="folder for everything it writes")

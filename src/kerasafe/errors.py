@@ -93,3 +93,7 @@ class CheckpointLockedError(KerasafeError):
 
 class CheckpointWriteError(KerasafeError):
     """A checkpoint written in the background failed; raised at the next save or at the end of training."""
+
+
+class ExportCheckError(KerasafeError):
+    """An exported model did not run in its runtime, or disagreed with Keras beyond the tolerance."""
