@@ -17,6 +17,8 @@ MODULES = [
     "kerasafe.formats.safetensors_format", "kerasafe.formats.guard", "kerasafe.formats.tf_optimizer_state",
     "kerasafe.scanning", "kerasafe.scanning.findings", "kerasafe.scanning.config_rules", "kerasafe.scanning.formats",
     "kerasafe.scanning.sarif", "kerasafe.scanning.graph_ops", "kerasafe.formats.savedmodel_graph",
+    "kerasafe.distributed", "kerasafe.formats.sharded", "kerasafe.checkpoint.sharded_commit", "kerasafe.checkpoint.places",
+    "kerasafe.remote", "kerasafe.pipeline.data", "kerasafe.serving.batcher", "kerasafe.serving.metrics", "kerasafe.serving.app",
 ]
 
 

@@ -237,8 +237,8 @@ def fill(model, path: pathlib.Path, layout: dict | None = None) -> dict:
     for group in ("model", "optimizer"):
         ours = [v for g, v in targets if g == group]
         theirs = [(n, r) for n, r in enumerate(saved_rows) if r["group"] == group]
-        if group not in want_groups:
-            continue
+        if group not in want_groups or group == "optimizer" and not theirs:
+            continue  # no optimizer state saved (it had not been built): the model's stays fresh
         if len(ours) != len(theirs):
             raise errors.WeightsMismatchError(path, f"{len(ours)} {group} variables for model '{model.name}'",
                                               f"{len(theirs)} in the checkpoint", "restore into the model the checkpoint was written from")
