@@ -36,7 +36,8 @@ def _typed_options():
 def _minimal_argv(command: str) -> list[str]:
     """Positional arguments that parse for ``command`` (the option under test comes after)."""
     return {"inspect": ["m.keras"], "verify": ["m.keras"], "scan": ["m.keras"], "convert": ["a", "b"], "upgrade": ["d"], "train": ["digits", "--out", "o"],
-            "predict": ["m.keras", "x.png"], "evaluate": ["m.keras", "digits"], "demo": []}[command]
+            "predict": ["m.keras", "x.png"], "evaluate": ["m.keras", "digits"], "demo": [], "serve": ["m.keras"],
+            "export": ["m.keras", "o.onnx", "--to", "onnx"]}[command]
 
 
 def _refuses(action, value: str) -> bool:
