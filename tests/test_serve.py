@@ -295,24 +295,25 @@ def test_a_full_queue_refuses_at_once():
 
 
 def test_sigterm_while_loaded_loses_no_accepted_request(files):
-    """Requests in flight when SIGTERM arrives are answered (correctly); the server then exits 0."""
-    s = Server(files["cnn"], "--max-latency-ms", "400", "--max-batch-size", "32")
+    """16 requests inside the server (held there: a slow client keeps the batch waiting) when SIGTERM arrives:
+    every one is answered, correctly; then the server exits."""
+    s = Server(files["cnn"], "--max-latency-ms", "2000", "--max-batch-size", "32", "--timeout-s", "10")
     expected = _expected(files, files["images"][:1])
 
-    def call(_):
-        try:
-            return s.post("/predict", files=_uploads(files["images"][:1]))
-        except httpx.ConnectError:
-            return None  # not accepted: the server had stopped listening
+    def in_progress():
+        line = next(x for x in s.get("/metrics").text.splitlines() if x.startswith("kerasafe_requests_in_progress"))
+        return float(line.split()[-1])
 
-    with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        futures = [pool.submit(call, i) for i in range(16)]
-        time.sleep(0.15)  # all sent; the batch waits up to 400 ms to fill
+    with socket.create_connection(("127.0.0.1", s.port)) as slow, concurrent.futures.ThreadPoolExecutor(16) as pool:
+        slow.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        futures = [pool.submit(lambda: s.post("/predict", files=_uploads(files["images"][:1]))) for _ in range(16)]
+        deadline = time.monotonic() + 60
+        while in_progress() < 17 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert in_progress() >= 17, "the requests never got inside the server"
         s.proc.send_signal(signal.SIGTERM)
         responses = [f.result() for f in futures]
-    answered = [r for r in responses if r is not None]
-    assert len(answered) >= 8
-    for response in answered:
+    for response in responses:
         assert response.status_code == 200, response.text
         _same_answers(response.json()["predictions"], expected)
     assert s.proc.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained

@@ -21,6 +21,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from .. import __version__
 from .batcher import Batcher, QueueFull
@@ -148,6 +149,11 @@ def create_app(model_path, settings: Settings | None = None):
     async def http_error(request, exc: HTTPError):
         return JSONResponse({"error": exc.message}, status_code=exc.status, headers=exc.headers)
 
+    @app.exception_handler(ClientDisconnect)
+    async def disconnected(request, exc: ClientDisconnect):
+        # Nobody is left to read this; answering keeps a client that hung up mid-body out of the error log.
+        return JSONResponse({"error": "the client disconnected before its request body was complete"}, status_code=400)
+
     @app.exception_handler(BadInput)
     async def bad_input(request, exc: BadInput):
         return JSONResponse({"error": str(exc)}, status_code=400)
@@ -263,6 +269,7 @@ def create_app(model_path, settings: Settings | None = None):
     async def prometheus():
         if state["batcher"] is not None:
             metrics.queue.set(state["batcher"].queue.qsize())
+        metrics.in_progress.set(coming["n"])
         return Response(metrics.render(), media_type=metrics.content_type)
 
     @app.get("/", response_class=HTMLResponse, summary="A page to drop images on and see their labels")

@@ -25,6 +25,7 @@ class Metrics:
         self.batch = Histogram("kerasafe_batch_size", "inputs per predict call", registry=self.registry,
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
         self.queue = Gauge("kerasafe_queue_depth", "requests waiting for a batch", registry=self.registry)
+        self.in_progress = Gauge("kerasafe_requests_in_progress", "POST requests inside the server", registry=self.registry)
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest
