@@ -33,7 +33,7 @@ def _baseline(model_path: str, port: int) -> None:
     """The baseline server: FastAPI, JSON in, ``model.predict`` per request."""
     import numpy as np
     import uvicorn
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
 
     import kerasafe as ks
 
@@ -54,7 +54,6 @@ def _baseline(model_path: str, port: int) -> None:
             probabilities = model.predict(x, verbose=0)
         return {"predictions": [{"index": int(p.argmax()), "score": float(p.max())} for p in probabilities]}
 
-    del Request
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
-import io
 import json
 import os
 import signal
@@ -342,7 +341,6 @@ def test_loopback_unless_told_otherwise(server):
         for address in addresses:
             assert sock.connect_ex((address, server.port)) != 0
     assert json.loads(server.get("/v2/health/live").text)["live"] is True
-    _ = io  # (io used by the fixtures' image encoding)
 
 
 def _chromium():

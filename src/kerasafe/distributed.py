@@ -114,7 +114,7 @@ def place(shape, dtype, sharding, read):
     return jax.make_array_from_callback(shape, sharding, lambda index: read(normal_index(index, shape)).astype(dtype, copy=False))
 
 
-def describe_layout(variables) -> dict:
+def describe_layout() -> dict:
     """The mesh and the per-variable partition specs, as ``inspect`` shows them."""
     dist = current_distribution()
     layout = {"processes": process_count(), "devices": None, "distribution": type(dist).__name__ if dist else None, "mesh": None}

@@ -60,12 +60,16 @@ def write(directory, step: int, part: sharded.Part, files: dict[str, bytes], mar
     for name in [sharded.LAYOUT, *files, *(sharded.done_file(p) for p in range(processes))]:
         with open(tmp / name, "rb") as f:
             recorded[name] = storage.hash_stream(f)
-    commit = {"step": step, "files": recorded, "sharded": True, "processes": processes,
-              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(), **marker}
-    (tmp / store.MARKER).write_text(json.dumps(commit), encoding="utf-8")
+    (tmp / store.MARKER).write_text(_commit_marker(step, recorded, processes, marker), encoding="utf-8")
     target = pathlib.Path(directory) / store.name_for(step)
     storage.move_directory_into_place(tmp, target)
     return target
+
+
+def _commit_marker(step: int, recorded: dict[str, str], processes: int, marker: dict) -> str:
+    """The COMMIT marker's text: the step, every listed file's hash, and what the callback records."""
+    return json.dumps({"step": step, "files": recorded, "sharded": True, "processes": processes,
+                       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(), **marker})
 
 
 def _wait_for_parts(tmp: pathlib.Path, processes: int, timeout: float) -> None:
@@ -116,9 +120,7 @@ def write_to_store(place, staging: pathlib.Path, step: int, part: sharded.Part, 
                 recorded[name] = storage.hash_stream(f)
         for p in range(processes):
             recorded[sharded.done_file(p)] = storage.hash_bytes(place.read(f"{prefix}/{sharded.done_file(p)}"))
-        commit = {"step": step, "files": recorded, "sharded": True, "processes": processes,
-                  "created": datetime.datetime.now(datetime.timezone.utc).isoformat(), **marker}
-        (tmp / store.MARKER).write_text(json.dumps(commit), encoding="utf-8")
+        (tmp / store.MARKER).write_text(_commit_marker(step, recorded, processes, marker), encoding="utf-8")
         place.put(tmp / store.MARKER, f"{prefix}/{store.MARKER}")
         return True
     finally:

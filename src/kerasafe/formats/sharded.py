@@ -96,7 +96,7 @@ def snapshot(model, manifest: dict, *, reuse: Part | None = None) -> Part:
         rows = [{"group": group, "path": str(v.path), "shape": [int(s) for s in v.shape], "dtype": str(np.dtype(_dtype(v))),
                  "spec": distributed.partition_spec(v)} for group, v in variables]
         layout = dict(manifest, format=FORMAT_NAME, architecture=_keras.serialize_model(model),
-                      layout=dict(distributed.describe_layout(variables), variables=rows))
+                      layout=dict(distributed.describe_layout(), variables=rows))
     return Part(shards, layout, distributed.process_index())
 
 
