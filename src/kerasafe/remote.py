@@ -1,11 +1,11 @@
 """fsspec URLs (``s3://``, ``gs://``, ``az://``, ``memory://``, ``file://``) wherever kerasafe takes a model file.
 
-A read copies the object to a private temporary directory in chunks (fsspec's
-``get``: ranged reads, never the whole object in memory) and hands the formats
+A read streams the object to a private temporary directory in small pieces
+(:func:`get`: never the whole object in memory) and hands the formats
 that local path, which they read as they read any file (their hashes checked on
 the way in). A write goes to a local temporary file first, through the same
-atomic local commit as every save, and is then uploaded to the final key in one
-step that cannot half-happen: an object store makes an object visible only when
+atomic local commit as every save, and is then uploaded (:func:`put`, in bounded
+parts) to the final key in one step that cannot half-happen: an object store makes an object visible only when
 its single PUT or its multipart upload *completes*, and the previous object
 stays readable until then. So an interrupted save leaves the previous object, and
 no visible partial one. (tmp+rename would not do: on object stores a rename is a
@@ -36,6 +36,40 @@ from . import errors, storage
 
 # The extra that brings each scheme's fsspec implementation (pyproject.toml).
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure"}
+
+
+# How much of an object is in memory while it moves. s3fs's defaults move a large object in 50 MiB parts,
+# 10 at a time, each part held whole (and on upload held twice, botocore's request holding it too): all of a
+# 192 MiB model in memory each way, twice over on upload (measured by tests/test_remote.py's memory test).
+# Uploads: 4 parts of 8 MiB at a time (AWS's suggested part size; S3's minimum is 5 MiB), about 64 MiB
+# in flight, as fast as s3fs's defaults on the loopback benchmark. Downloads: one streamed GET read in
+# 64 KiB pieces (s3fs resumes it with a ranged GET after a dropped connection); parallel ranged GETs of
+# 8 MiB were 9x slower on moto's server (it copies the object for each range) and no faster at 32 MiB.
+# A ``max_concurrency`` the user passes in ``storage_options`` is theirs to choose and is kept.
+PART_BYTES = 8 * 2**20
+PARTS_AT_ONCE = 4
+
+
+def _bounded(fs, *, upload: bool) -> dict:
+    """The transfer arguments that bound the memory a transfer on ``fs`` holds (s3fs's; other stores keep theirs)."""
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    if "s3" not in protocols or "max_concurrency" in getattr(fs, "storage_options", {}):
+        return {}
+    return {"chunksize": PART_BYTES, "max_concurrency": PARTS_AT_ONCE} if upload else {"max_concurrency": 1}
+
+
+def put(fs, local, key: str) -> None:
+    """Upload the local file ``local`` as the object ``key`` in bounded parts (visible only once complete)."""
+    fs.put_file(str(local), key, **_bounded(fs, upload=True))
+
+
+def get(fs, url: str, local, *, recursive: bool = False) -> None:
+    """Download the object ``url`` (``recursive``: every object under the prefix) to ``local``, streamed in
+    bounded pieces; the files of a prefix one after another, so that only one is in flight."""
+    if recursive:
+        fs.get(url.rstrip("/") + "/", str(local), recursive=True, batch_size=1, **_bounded(fs, upload=False))
+    else:
+        fs.get_file(url, str(local), **_bounded(fs, upload=False))
 
 
 def is_url(path) -> bool:
@@ -101,10 +135,7 @@ def downloaded(url: str, storage_options: dict | None = None) -> Iterator[pathli
     local = _scratch(url)
     try:
         try:
-            if fs.isdir(url):
-                fs.get(url.rstrip("/") + "/", str(local), recursive=True)
-            else:
-                fs.get_file(url, str(local))
+            get(fs, url, local, recursive=fs.isdir(url))
         except Exception as exc:
             raise _store_error(url, "read", exc) from exc
         try:
@@ -144,7 +175,7 @@ def put_file(local, url: str, storage_options: dict | None = None) -> None:
     fs = filesystem(url, storage_options)
     try:
         abort_stale_uploads(fs, url)
-        fs.put_file(str(local), url)
+        put(fs, local, url)
     except Exception as exc:
         raise _store_error(url, "write", exc) from exc
 
@@ -214,7 +245,7 @@ def put_directory(local: pathlib.Path, url: str, storage_options: dict | None = 
         for path in [*files, local / SAVEDMODEL_LAST]:
             key = f"{prefix}/{path.relative_to(local).as_posix()}"
             abort_stale_uploads(fs, key)
-            fs.put_file(str(path), key)
+            put(fs, path, key)
         fs.rm_file(f"{prefix}/{UPLOADING}")
     except errors.KerasafeError:
         raise

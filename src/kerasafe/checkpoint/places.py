@@ -134,7 +134,7 @@ class RemoteCheckpoints:
 
     def put(self, local: pathlib.Path, key: str) -> None:
         """Upload one finished file as the object ``key`` (visible only whole)."""
-        self._call("upload a checkpoint", self.fs.put_file, str(local), key)
+        self._call("upload a checkpoint", remote.put, self.fs, local, key)
 
     def exists(self, key: str) -> bool:
         self.fs.invalidate_cache(key.rsplit("/", 1)[0])  # written by another process
@@ -168,7 +168,7 @@ class RemoteCheckpoints:
         try:
             for candidate in store.candidates(found, which, self.url):
                 local = local_root / store.name_for(candidate.step)
-                self._call("download a checkpoint", self.fs.get, str(candidate.path) + "/", str(local), recursive=True)
+                self._call("download a checkpoint", remote.get, self.fs, str(candidate.path), local, recursive=True)
                 copy = store.Committed(candidate.step, local, candidate.marker)
                 if store.intact(copy):
                     try:
