@@ -19,6 +19,7 @@ MODULES = [
     "kerasafe.scanning.sarif", "kerasafe.scanning.graph_ops", "kerasafe.formats.savedmodel_graph",
     "kerasafe.distributed", "kerasafe.formats.sharded", "kerasafe.checkpoint.sharded_commit", "kerasafe.checkpoint.places",
     "kerasafe.remote", "kerasafe.pipeline.data", "kerasafe.serving.batcher", "kerasafe.serving.metrics", "kerasafe.serving.app",
+    "kerasafe.export.rewrite", "kerasafe.export.targets",
 ]
 
 

@@ -300,6 +300,8 @@ def cmd_export(args) -> int:
                   highlight=False)
     else:
         out.print(f"{report['path']}: written, not checked (--no-check)", highlight=False)
+    if report.get("rewrites") and not args.json:
+        out.print("rewritten to run there (same weights, same arithmetic): " + "; ".join(report["rewrites"]), highlight=False)
     return 0
 
 
@@ -475,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust", action="store_true", help="serve a file `kerasafe scan` calls unsafe (loads with safe_mode=False)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("export", help="export to ONNX, LiteRT or a SavedModel, checked by running it against Keras")
+    p = sub.add_parser("export", help="export to ONNX, LiteRT, a SavedModel or OpenVINO IR, checked by running it against Keras")
     p.add_argument("model")
     p.add_argument("out")
     p.add_argument("--to", required=True, choices=["onnx", "litert", "saved_model", "openvino"])

@@ -1,11 +1,12 @@
 """The export itself, in a process of its own on the TensorFlow backend (``python -m kerasafe.export.child``).
 
-Keras exports ONNX, LiteRT and SavedModel from the TensorFlow backend (on JAX its ONNX
-path refuses models never called and writes files onnxruntime refuses; LiteRT needs
-TensorFlow's converter), so whatever backend the user runs, the export runs here:
-load the file (safe mode unless trusted), export to ``OUT``, put the manifest in the
-exported file's metadata where the format has room, then check it: run the artifact
-in its own runtime on a batch of 1 and of 4 and compare with Keras's predictions.
+Keras exports ONNX, LiteRT, SavedModel and OpenVINO IR from the TensorFlow backend (on
+JAX its ONNX path refuses models never called and writes files onnxruntime refuses;
+LiteRT needs TensorFlow's converter), so whatever backend the user runs, the export runs
+here: load the file (safe mode unless trusted), rewrite what the format cannot run into
+what it can (:mod:`.rewrite`), export to ``OUT`` with the manifest in the file's metadata
+(:mod:`.targets`), then check it: run the artifact in its own runtime on a batch of 1 and
+of 4 and compare with Keras's predictions of the original model.
 Prints one JSON line: the report, or ``{"error": ...}``.
 
     python -m kerasafe.export.child MODEL OUT FORMAT CHECK(0|1) SAFE(0|1)
@@ -26,6 +27,8 @@ warnings.simplefilter("ignore")
 
 import numpy as np  # noqa: E402
 
+from kerasafe.export import rewrite, targets  # noqa: E402
+
 TOLERANCE = 1e-4
 
 
@@ -40,65 +43,8 @@ def sample_inputs(model, n: int, preprocessing: dict | None) -> np.ndarray:
     return rng.normal(size=(n, *shape)).astype("float32")
 
 
-def write(model, out: pathlib.Path, fmt: str, manifest: dict) -> str:
-    """Export; return where the manifest went."""
-    text = json.dumps({k: manifest.get(k) for k in ("labels", "preprocessing", "metadata", "keras_version", "created")})
-    if fmt == "onnx":
-        model.export(str(out), format="onnx", verbose=False)
-        import onnx
-
-        proto = onnx.load(str(out))
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = "kerasafe", text
-        onnx.save(proto, str(out))
-        return "ONNX metadata_props 'kerasafe'"
-    if fmt == "saved_model":
-        model.export(str(out), format="tf_saved_model", verbose=False)
-        extra = out / "assets.extra"
-        extra.mkdir(exist_ok=True)
-        (extra / "kerasafe.json").write_text(text, encoding="utf-8")
-        return "assets.extra/kerasafe.json"
-    if fmt == "litert":
-        # Keras wants a .tflite name; the target's name is the user's (and a temporary one here).
-        with tempfile.TemporaryDirectory() as tmp:
-            model.export(str(pathlib.Path(tmp) / "model.tflite"), format="litert", verbose=False)
-            os.replace(pathlib.Path(tmp) / "model.tflite", out)
-        return "none (a LiteRT file has room only for tflite-support metadata)"
-    raise ValueError(fmt)
-
-
-def runner(out: pathlib.Path, fmt: str):
-    """A function running the exported artifact in its own runtime on a batch."""
-    if fmt == "onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
-    if fmt == "saved_model":
-        import tensorflow as tf
-
-        artifact = tf.saved_model.load(str(out))
-        return lambda x: np.asarray(artifact.serve(tf.constant(x)))
-    if fmt == "litert":
-        import tensorflow as tf
-
-        interpreter = tf.lite.Interpreter(model_path=str(out))
-
-        def run(x):
-            index = interpreter.get_input_details()[0]["index"]
-            interpreter.resize_tensor_input(index, list(x.shape))
-            interpreter.allocate_tensors()
-            interpreter.set_tensor(index, x)
-            interpreter.invoke()
-            return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-
-        return run
-    raise ValueError(fmt)
-
-
 def compare(model, out: pathlib.Path, fmt: str, preprocessing) -> dict:
-    run = runner(out, fmt)
+    run = targets.runner(out, fmt)
     report = {"batches": [], "max_abs": 0.0, "max_rel": 0.0, "top1_agreement": 1.0}
     agree, total = 0, 0
     for n in (1, 4):
@@ -129,7 +75,7 @@ def first_breaking_layer(model, fmt: str, preprocessing) -> str | None:
             cut.predict(sample_inputs(model, 1, preprocessing), verbose=0)
             with tempfile.TemporaryDirectory() as tmp:
                 path = pathlib.Path(tmp) / ("cut.onnx" if fmt == "onnx" else "cut.tflite" if fmt == "litert" else "cut")
-                write(cut, path, fmt, {})
+                targets.write(cut, path, fmt, {})
                 if not compare(cut, path, fmt, preprocessing)["ok"]:
                     return f"{layer.name} ({type(layer).__name__})"
         except Exception:  # noqa: BLE001 - the first layer whose export or run fails is the answer
@@ -137,36 +83,42 @@ def first_breaking_layer(model, fmt: str, preprocessing) -> str | None:
     return None
 
 
-def main() -> None:
-    model_path, out, fmt, check, safe = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3], sys.argv[4] == "1", sys.argv[5] == "1"
+def run(model_path, out: pathlib.Path, fmt: str, check: bool = True, safe: bool = True) -> dict:
+    """Export the model file at ``model_path`` to ``out`` and check it; the report (``{"error": ...}`` if refused)."""
     import kerasafe as ks
     from kerasafe import errors
 
     try:
         model = ks.load(model_path, compile=False, safe_mode=safe)
     except errors.KerasafeError as exc:
-        print(json.dumps({"error": str(exc)}))
-        return
+        return {"error": str(exc)}
     manifest = model.kerasafe.as_dict()
     preprocessing = manifest.get("preprocessing")
     model.predict(sample_inputs(model, 1, preprocessing), verbose=0)  # Keras exports only a model that has run
     report = {"format": fmt}
+    exported = model
     try:
-        report["metadata"] = write(model, out, fmt, manifest)
+        exported, report["rewrites"] = rewrite.exportable(model, fmt)
+        exported.predict(sample_inputs(model, 1, preprocessing), verbose=0)
+        report["metadata"] = targets.write(exported, out, fmt, manifest)
     except Exception as exc:  # noqa: BLE001 - reported in one line with the layer that breaks it
         report.update(ok=False, error=f"the export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")
-        report["first_breaking_layer"] = first_breaking_layer(model, fmt, preprocessing)
-        print(json.dumps(report))
-        return
+        report["first_breaking_layer"] = first_breaking_layer(exported, fmt, preprocessing)
+        return report
     if check:
         try:
-            report.update(compare(model, out, fmt, preprocessing))
+            report.update(compare(model, out, fmt, preprocessing))  # against the original, not the rewrite
         except Exception as exc:  # noqa: BLE001 - an export that does not run is a failure, never a success
             report.update(ok=False, error=f"the exported file does not run in its runtime ({type(exc).__name__}: "
                                           f"{str(exc).splitlines()[0][:200]})")
         if not report["ok"]:
-            report["first_breaking_layer"] = first_breaking_layer(model, fmt, preprocessing)
-    print(json.dumps(report))
+            report["first_breaking_layer"] = first_breaking_layer(exported, fmt, preprocessing)
+    return report
+
+
+def main() -> None:
+    model_path, out, fmt, check, safe = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3], sys.argv[4] == "1", sys.argv[5] == "1"
+    print(json.dumps(run(model_path, out, fmt, check, safe)))
 
 
 if __name__ == "__main__":
