@@ -153,6 +153,20 @@ def test_bad_export_requests_are_one_line(tmp_path, zoo):
     assert unknown.returncode == 2 and "coreml" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
+@pytest.mark.parametrize("fmt,hidden,extra", [("openvino", "openvino", "openvino"), ("onnx", "tf2onnx", "onnx"),
+                                              ("litert", "tensorflow", "tensorflow")])
+def test_without_its_runtime_a_format_names_the_extra(tmp_path, zoo, fmt, hidden, extra):
+    from conftest import run_python
+
+    code = (f"import sys; sys.modules[{hidden!r}] = None\n"
+            "from kerasafe import errors\nfrom kerasafe.export import export\n"
+            f"try:\n    export({str(zoo['mlp'])!r}, {str(tmp_path / 'out')!r}, to={fmt!r})\n"
+            "except errors.MissingDependencyError as exc:\n    print(exc)\n")
+    printed = run_python(code).stdout
+    assert f"pip install 'kerasafe[{extra}]'" in printed and hidden in printed, printed
+    assert not (tmp_path / "out").exists()
+
+
 
 def test_openvino_as_an_xml_and_bin_pair_never_replaces_files(tmp_path, zoo):
     """OUT ending in .xml: the pair is made beside it, .bin first; existing files are refused, not half replaced.

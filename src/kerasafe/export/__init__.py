@@ -45,7 +45,7 @@ def export(model_path, out, *, to: str, check: bool = True, trust: bool = False,
     """Export ``model_path`` to ``out`` in format ``to``; return the check's report (raise if it fails)."""
     if to not in NEEDS:
         raise errors.KerasafeError(out, f"a format among {sorted(NEEDS)}", repr(to), "pass --to onnx, litert, saved_model or openvino")
-    missing = [m for m in NEEDS[to][0] if importlib.util.find_spec(m) is None]
+    missing = [m for m in NEEDS[to][0] if not _installed(m)]
     if missing:
         raise errors.MissingDependencyError(out, f"{', '.join(NEEDS[to][0])} to export {to}", f"{missing[0]} is not installed",
                                             f"pip install 'kerasafe[{NEEDS[to][1]}]'")
@@ -58,6 +58,15 @@ def export(model_path, out, *, to: str, check: bool = True, trust: bool = False,
         report = _run_child(model_path, target, tmp, to, check, trust, timeout)
     report["path"] = str(target)
     return report
+
+
+def _installed(module: str) -> bool:
+    if module in sys.modules and sys.modules[module] is None:  # import blocked (Python's way to hide a package)
+        return False
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _openvino_pair(model_path, xml: pathlib.Path, check: bool, trust: bool, timeout: float) -> dict:
