@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import json
 import time
 
@@ -110,6 +111,11 @@ def create_app(model_path, settings: Settings | None = None):
                                        max_latency_ms=settings.max_latency_ms, queue_size=settings.queue_size,
                                        on_batch=metrics.batch.observe, coming=lambda: coming["n"])
             state["batcher"].start()
+        # Everything alive now (Keras, the backend, the model: millions of objects) lives as long as the server.
+        # A request's JSON allocates thousands of lists, and each full collection then walked all of them:
+        # 100-150 ms pauses, the p99 of both servers in benchmarks/serve_throughput.py. Frozen, they are skipped.
+        gc.collect()
+        gc.freeze()
         state["ready"] = True
         yield
         state["ready"] = False
