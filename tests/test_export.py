@@ -154,7 +154,7 @@ def test_bad_export_requests_are_one_line(tmp_path, zoo):
 
 
 @pytest.mark.parametrize("fmt,hidden,extra", [("openvino", "openvino", "openvino"), ("onnx", "tf2onnx", "onnx"),
-                                              ("litert", "tensorflow", "tensorflow")])
+                                              ("litert", "tensorflow", "litert"), ("saved_model", "tensorflow", "tensorflow")])
 def test_without_its_runtime_a_format_names_the_extra(tmp_path, zoo, fmt, hidden, extra):
     from conftest import run_python
 

@@ -35,7 +35,7 @@ from .. import errors, storage
 # What each format needs installed, and the extra that brings it.
 NEEDS = {
     "onnx": (("tensorflow", "onnx", "onnxruntime", "tf2onnx"), "onnx"),
-    "litert": (("tensorflow",), "tensorflow"),
+    "litert": (("tensorflow",), "litert"),
     "saved_model": (("tensorflow",), "tensorflow"),
     "openvino": (("tensorflow", "openvino"), "openvino"),
 }
