@@ -34,8 +34,8 @@ def _cnn():
 
 def _recurrent():
     inputs = keras.Input((5, 4))
-    x = keras.layers.LSTM(8, return_sequences=True)(inputs)
-    x = keras.layers.GRU(6)(x)
+    x = keras.layers.LSTM(8, return_sequences=True, name="lstm")(inputs)  # named: the report names them
+    x = keras.layers.GRU(6, name="gru")(x)
     return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)), None
 
 
@@ -48,7 +48,7 @@ def _attention():
 
 
 def _preprocessing():
-    norm = keras.layers.Normalization()
+    norm = keras.layers.Normalization(name="normalization")
     norm.adapt(np.random.default_rng(0).normal(3.0, 2.0, size=(64, 6)).astype("float32"))
     return keras.Sequential([keras.Input((6,)), norm, keras.layers.Dense(3, activation="softmax")]), None
 
