@@ -45,8 +45,11 @@ def _set_unroll(config: dict) -> bool:
 
 
 def _steps(layer) -> int | None:
-    shape = getattr(getattr(layer, "input", None), "shape", None)
-    return shape[1] if shape is not None and len(shape) > 2 else None
+    try:
+        shape = layer.input.shape
+    except (AttributeError, ValueError):  # a layer never called, or called on several inputs (shared)
+        return None
+    return shape[1] if len(shape) > 2 else None
 
 
 def _unrolled(model, done: list):
