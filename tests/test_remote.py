@@ -343,10 +343,10 @@ def test_a_large_model_streams_to_and_from_s3_never_held_whole(s3, tmp_path, suf
 
 @pytest.mark.slow
 def test_ks_fit_on_s3_killed_at_random_moments_ends_as_a_straight_run(s3, tmp_path):
-    """SIGKILL 3 times while training into s3:// (checkpoints every 25 batches, uploads in flight), then to the end: bitwise."""
+    """SIGKILL 2 times while training into s3:// (checkpoints every 25 batches, uploads in flight), then to the end: bitwise."""
     from test_resume import killed_and_resumed_equals_straight
 
-    killed_and_resumed_equals_straight(tmp_path, "25", kills_wanted=3, base="s3://models/killed-runs")
+    killed_and_resumed_equals_straight(tmp_path, "25", kills_wanted=2, base="s3://models/killed-runs")
 
 
 def test_the_train_command_with_a_run_folder_on_s3(s3, tmp_path):
