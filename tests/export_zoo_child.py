@@ -11,12 +11,12 @@ import json
 import pathlib
 import sys
 
-from kerasafe.export import child
+from kerasafe.export import child, targets
 
 if __name__ == "__main__":
     fmt, root = sys.argv[1], pathlib.Path(sys.argv[2])
     reports = {}
     for job in sys.argv[3:]:
         name, path = job.split("=", 1)
-        reports[name] = child.run(path, root / (name + {"onnx": ".onnx", "litert": ".tflite"}.get(fmt, "")), fmt)
+        reports[name] = child.run(path, root / (name + targets.SUFFIX.get(fmt, "")), fmt)
     print(json.dumps(reports))

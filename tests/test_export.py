@@ -81,7 +81,7 @@ def test_every_zoo_model_exports_runs_and_agrees(zoo, tmp_path, fmt):
     """The zoo through one format in one TensorFlow process (tests/export_zoo_child.py: the export and check
     `kerasafe export` runs); each model must run in the format's runtime, agree with Keras, carry its manifest."""
     from conftest import TESTS, run_python
-    from kerasafe.export.targets import read_manifest
+    from kerasafe.export.targets import SUFFIX, read_manifest
 
     done = run_python([str(TESTS / "export_zoo_child.py"), fmt, str(tmp_path), *(f"{n}={p}" for n, p in zoo.items())],
                       backend="tensorflow")
@@ -93,7 +93,7 @@ def test_every_zoo_model_exports_runs_and_agrees(zoo, tmp_path, fmt):
         wanted = (UNROLLED.get(fmt, []) if name == "lstm-gru" else []) + (EMBEDDED if name == "normalization" else [])
         assert report["rewrites"] == wanted, (name, report["rewrites"])
         # The labels and preprocessing travel in the file, in every format.
-        out = tmp_path / (name + {"onnx": ".onnx", "litert": ".tflite"}.get(fmt, ""))
+        out = tmp_path / (name + SUFFIX.get(fmt, ""))
         assert read_manifest(out, fmt)["labels"] == ["a", "b", "c"], name
 
 

@@ -31,6 +31,7 @@ import subprocess
 import sys
 
 from .. import errors, storage
+from .targets import OPENVINO_XML
 
 # What each format needs installed, and the extra that brings it.
 NEEDS = {
@@ -71,8 +72,6 @@ def _installed(module: str) -> bool:
 
 def _openvino_pair(model_path, xml: pathlib.Path, check: bool, trust: bool, timeout: float) -> dict:
     """OpenVINO IR as ``xml`` and the ``.bin`` beside it: never over existing files, the ``.bin`` put in place first."""
-    from .targets import OPENVINO_XML
-
     binary = xml.with_suffix(".bin")
     for path in (xml, binary):  # refused before the export's minutes, and again as each file is made
         if os.path.lexists(path):

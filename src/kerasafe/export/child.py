@@ -99,7 +99,8 @@ def run(model_path, out: pathlib.Path, fmt: str, check: bool = True, safe: bool 
     exported = model
     try:
         exported, report["rewrites"] = rewrite.exportable(model, fmt)
-        exported.predict(sample_inputs(model, 1, preprocessing), verbose=0)
+        if exported is not model:  # a rewritten copy must have run too
+            exported.predict(sample_inputs(model, 1, preprocessing), verbose=0)
         report["metadata"] = targets.write(exported, out, fmt, manifest)
     except Exception as exc:  # noqa: BLE001 - reported in one line with the layer that breaks it
         report.update(ok=False, error=f"the export failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})")

@@ -60,10 +60,9 @@ def _unrolled(model, done: list):
         steps = _steps(layer)
         if steps is not None and steps <= MAX_UNROLLED_STEPS and _set_unroll(config):
             done.append(f"{layer.name} ({type(layer).__name__}): unrolled over {steps} time steps")
-            return type(layer).from_config(config)
-        return layer.__class__.from_config(layer.get_config())
+        return type(layer).from_config(config)
 
-    if not any("unroll" in str(layer.get_config()) for layer in model.layers):
+    if not any(_set_unroll(layer.get_config()) for layer in model.layers):  # no recurrent layer: nothing to copy
         return model
     try:
         copy = keras.models.clone_model(model, clone_function=clone)

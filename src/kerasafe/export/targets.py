@@ -24,6 +24,8 @@ MANIFEST_KEYS = ("labels", "preprocessing", "metadata", "keras_version", "create
 KEY = "kerasafe"
 # OpenVINO IR inside the exported directory.
 OPENVINO_XML = "model.xml"
+# The name ending each format's file takes (SavedModel and OpenVINO IR are directories).
+SUFFIX = {"onnx": ".onnx", "litert": ".tflite"}
 
 
 def _openvino():
